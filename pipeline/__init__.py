@@ -1,0 +1,1 @@
+"""onair domain: settings, ladder, media units, GOPs, playlists, ABR, object store, CLI."""
