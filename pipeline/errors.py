@@ -1,0 +1,82 @@
+"""onair's error tree.
+
+    OnairError
+    ├── ConfigError            a setting is missing or malformed (names the ONAIR_* variable)
+    ├── ProtocolError          outside bytes broke a wire format; the connection is closed
+    │   ├── HandshakeError     RTMP handshake
+    │   ├── ChunkError         RTMP chunk stream
+    │   ├── AmfError           AMF0 value
+    │   └── FlvError           FLV tag / AVC / AAC config
+    ├── AuthError              a stream key or user token was refused
+    ├── CodecError             a schema-encoded event could not be read; skip and count it
+    │   ├── UnknownSchemaError the fingerprint names no schema we know
+    │   └── CorruptPayloadError the header or body is not valid Avro
+    ├── StoreError             the object store failed
+    │   └── ObjectNotFound     no object under that key
+    ├── NotFound               a channel, stream or VOD that does not exist
+    └── MediaError             a GOP could not be decoded or encoded
+"""
+
+from __future__ import annotations
+
+
+class OnairError(Exception):
+    """Base of every error onair raises on purpose."""
+
+
+class ConfigError(OnairError):
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class ProtocolError(OnairError):
+    pass
+
+
+class HandshakeError(ProtocolError):
+    pass
+
+
+class ChunkError(ProtocolError):
+    pass
+
+
+class AmfError(ProtocolError):
+    pass
+
+
+class FlvError(ProtocolError):
+    pass
+
+
+class AuthError(OnairError):
+    pass
+
+
+class CodecError(OnairError):
+    pass
+
+
+class UnknownSchemaError(CodecError):
+    pass
+
+
+class CorruptPayloadError(CodecError):
+    pass
+
+
+class StoreError(OnairError):
+    pass
+
+
+class ObjectNotFound(StoreError):
+    pass
+
+
+class NotFound(OnairError):
+    pass
+
+
+class MediaError(OnairError):
+    pass
