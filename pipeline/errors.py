@@ -1,20 +1,20 @@
 """onair's error tree.
 
-    OnairError
-    ├── ConfigError            a setting is missing or malformed (names the ONAIR_* variable)
-    ├── ProtocolError          outside bytes broke a wire format; the connection is closed
-    │   ├── HandshakeError     RTMP handshake
-    │   ├── ChunkError         RTMP chunk stream
-    │   ├── AmfError           AMF0 value
-    │   └── FlvError           FLV tag / AVC / AAC config
-    ├── AuthError              a stream key or user token was refused
-    ├── CodecError             a schema-encoded event could not be read; skip and count it
-    │   ├── UnknownSchemaError the fingerprint names no schema we know
-    │   └── CorruptPayloadError the header or body is not valid Avro
-    ├── StoreError             the object store failed
-    │   └── ObjectNotFound     no object under that key
-    ├── NotFound               a channel, stream or VOD that does not exist
-    └── MediaError             a GOP could not be decoded or encoded
+OnairError
+├── ConfigError            a setting is missing or malformed (names the ONAIR_* variable)
+├── ProtocolError          outside bytes broke a wire format; the connection is closed
+│   ├── HandshakeError     RTMP handshake
+│   ├── ChunkError         RTMP chunk stream
+│   ├── AmfError           AMF0 value
+│   └── FlvError           FLV tag / AVC / AAC config
+├── AuthError              a stream key or user token was refused
+├── CodecError             a schema-encoded event could not be read; skip and count it
+│   ├── UnknownSchemaError the fingerprint names no schema we know
+│   └── CorruptPayloadError the header or body is not valid Avro
+├── StoreError             the object store failed
+│   └── ObjectNotFound     no object under that key
+├── NotFound               a channel, stream or VOD that does not exist
+└── MediaError             a GOP could not be decoded or encoded
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ class Ladder:
             match = _RUNG.match(part)
             if not match or not match["kbps"]:
                 raise ConfigError(variable, f"rung {part!r} is not HEIGHTpFPS:KBPS (720p60:4500)")
-            rungs.append(Rendition(int(match["height"]), int(match["fps"]), int(match["kbps"]) * 1000))
+            kbps = int(match["kbps"])
+            rungs.append(Rendition(int(match["height"]), int(match["fps"]), kbps * 1000))
         names = [r.name for r in rungs]
         if not rungs or len(set(names)) != len(names):
             raise ConfigError(variable, "needs at least one rung and no rung twice")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Track(str, Enum):
+class Track(StrEnum):
     VIDEO = "video"
     AUDIO = "audio"
 

@@ -1,0 +1,145 @@
+"""The object store: where segments and playlists live.
+
+Two implementations pass one contract suite (`tests/*/test_store_contract.py`):
+`LocalStore` (a directory, the embedded default) and `S3Store` (boto3, any S3-compatible
+server). Keys are `/`-separated relative paths such as `streams/<stream_id>/720p30/000001.ts`.
+Writes are atomic: a reader sees the whole old object or the whole new one, never a part.
+Both are synchronous; async callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pipeline.errors import ObjectNotFound, StoreError
+
+_KEY = re.compile(r"^(?!/)(?!.*//)[A-Za-z0-9._\-/]{1,512}$")
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store or are not plain relative paths."""
+    if not _KEY.match(key) or any(part in ("", ".", "..") for part in key.split("/")):
+        raise StoreError(f"invalid object key {key!r}")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    body: bytes
+    content_type: str
+    cache_control: str
+    etag: str
+
+
+class ObjectStore(Protocol):
+    def put(self, key: str, body: bytes, *, content_type: str, cache_control: str) -> None: ...
+    def get(self, key: str) -> StoredObject: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+
+
+def _etag(body: bytes) -> str:
+    import hashlib
+
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+
+class LocalStore:
+    """A directory. Metadata (content type, cache control) sits in a sidecar `.meta` file
+    written before the object is renamed into place, so a visible object has its metadata."""
+
+    _META = ".meta"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put(self, key: str, body: bytes, *, content_type: str, cache_control: str) -> None:
+        path = self._path(key)
+        if path.name.endswith(self._META):
+            raise StoreError(f"invalid object key {key!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = f"{content_type}\n{cache_control}\n".encode()
+        self._atomic_write(path.with_name(path.name + self._META), meta)
+        self._atomic_write(path, body)
+
+    @staticmethod
+    def _atomic_write(path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def get(self, key: str) -> StoredObject:
+        path = self._path(key)
+        try:
+            body = path.read_bytes()
+            meta = path.with_name(path.name + self._META).read_text().split("\n")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
+        return StoredObject(key, body, meta[0], meta[1], _etag(body))
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        for path in self._walk():
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix):
+                keys.append(key)
+        return sorted(keys)
+
+    def _walk(self) -> Iterator[Path]:
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not name.endswith(self._META) and not name.startswith(".tmp-"):
+                    yield Path(dirpath) / name
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        for victim in (path, path.with_name(path.name + self._META)):
+            with contextlib.suppress(FileNotFoundError):
+                victim.unlink()
+
+
+def open_store(url: str, **s3_options: str) -> ObjectStore:
+    """`file:///abs/dir` or a bare path → LocalStore; `s3://bucket[/prefix]` → S3Store."""
+    if url.startswith("s3://"):
+        from pipeline.s3store import S3Store
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        return S3Store(bucket, prefix=prefix, **s3_options)
+    return LocalStore(url.removeprefix("file://"))
+
+
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".mp4": "video/mp4",
+    ".m4s": "video/iso.segment",
+    ".vtt": "text/vtt",
+    ".jpg": "image/jpeg",
+    ".json": "application/json",
+}
+
+
+def content_type_for(key: str) -> str:
+    return CONTENT_TYPES.get(os.path.splitext(key)[1], "application/octet-stream")
