@@ -126,7 +126,8 @@ def open_store(url: str, **s3_options: str) -> ObjectStore:
         from pipeline.s3store import S3Store
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        return S3Store(bucket, prefix=prefix, **s3_options)
+        store: ObjectStore = S3Store(bucket, prefix=prefix, **s3_options)
+        return store
     return LocalStore(url.removeprefix("file://"))
 
 

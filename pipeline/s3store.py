@@ -1,0 +1,104 @@
+"""The object store on any S3-compatible server, through boto3."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.errors import ObjectNotFound, StoreError
+from pipeline.store import StoredObject, check_key
+
+logger = logging.getLogger(__name__)
+
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+class S3Store:
+    """PUT is atomic on S3: a reader sees the whole old object or the whole new one."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        endpoint_url: str = "",
+        region: str = "us-east-1",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._s3: Any = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=32,
+            ),
+        )
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def put(self, key: str, body: bytes, *, content_type: str, cache_control: str) -> None:
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=body,
+                ContentType=content_type,
+                CacheControl=cache_control,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"put {key}: {exc}") from exc
+
+    def get(self, key: str) -> StoredObject:
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))
+            body = response["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                raise ObjectNotFound(key) from None
+            raise StoreError(f"get {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"get {key}: {exc}") from exc
+        return StoredObject(
+            key,
+            body,
+            response.get("ContentType", "application/octet-stream"),
+            response.get("CacheControl", ""),
+            str(response.get("ETag", "")).strip('"'),
+        )
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return False
+            raise StoreError(f"head {key}: {exc}") from exc
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"list {prefix}: {exc}") from exc
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"delete {key}: {exc}") from exc

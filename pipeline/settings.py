@@ -1,0 +1,177 @@
+"""One frozen `Settings`, read from `ONAIR_*` environment variables.
+
+Only entry points (the CLI, the all-in-one runner) call `Settings.from_env()`; components take
+plain values. Every default works on one machine: `onair up` with no environment is the demo.
+A bad value raises `ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.errors import ConfigError
+from pipeline.ladder import DEFAULT_LADDER, Ladder
+
+T = TypeVar("T")
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"{value} is outside {low}..{high}")
+    return value
+
+
+def _float(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"{value} is outside {low}..{high}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_bootstrap: str = "localhost:9092"
+    storage_url: str = ".onair/store"  # a directory, or s3://bucket[/prefix]
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    state_dir: str = ".onair"
+    public_host: str = "localhost"
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    rtmp_host: str = "0.0.0.0"
+    rtmp_port: int = 1935
+    ladder: Ladder = field(default_factory=lambda: Ladder.parse(DEFAULT_LADDER))
+    x264_preset: str = "veryfast"
+    playlist_window: int = 6
+    partitions: int = 6
+    replication: int = 1
+    replay_retention_hours: int = 48
+    reconnect_grace_s: float = 5.0
+    admin_token: str = ""
+    token_secret: str = ""
+    metrics_port: int = 0  # workers' /metrics; 0 = a free port is not opened
+    auth_max_failures: int = 5
+    auth_block_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+
+        def take(name: str, key: str, parse: Callable[[str, str], Any]) -> None:
+            raw = env.get(name)
+            if raw is not None and raw != "":
+                values[key] = parse(name, raw)
+
+        take("ONAIR_KAFKA_BOOTSTRAP", "kafka_bootstrap", lambda n, r: r)
+        take("ONAIR_STORAGE_URL", "storage_url", lambda n, r: r)
+        take("ONAIR_S3_ENDPOINT", "s3_endpoint", lambda n, r: r)
+        take("ONAIR_S3_ACCESS_KEY", "s3_access_key", lambda n, r: r)
+        take("ONAIR_S3_SECRET_KEY", "s3_secret_key", lambda n, r: r)
+        take("ONAIR_S3_REGION", "s3_region", lambda n, r: r)
+        take("ONAIR_STATE_DIR", "state_dir", lambda n, r: r)
+        take("ONAIR_PUBLIC_HOST", "public_host", lambda n, r: r)
+        take("ONAIR_HTTP_HOST", "http_host", lambda n, r: r)
+        take("ONAIR_HTTP_PORT", "http_port", lambda n, r: _int(n, r, 0, 65535))
+        take("ONAIR_RTMP_HOST", "rtmp_host", lambda n, r: r)
+        take("ONAIR_RTMP_PORT", "rtmp_port", lambda n, r: _int(n, r, 0, 65535))
+        take("ONAIR_LADDER", "ladder", lambda n, r: Ladder.parse(r, n))
+        take("ONAIR_X264_PRESET", "x264_preset", _preset)
+        take("ONAIR_PLAYLIST_WINDOW", "playlist_window", lambda n, r: _int(n, r, 3, 1000))
+        take("ONAIR_PARTITIONS", "partitions", lambda n, r: _int(n, r, 1, 1024))
+        take("ONAIR_REPLICATION", "replication", lambda n, r: _int(n, r, 1, 7))
+        take("ONAIR_REPLAY_RETENTION_HOURS", "replay_retention_hours", _hours)
+        take("ONAIR_RECONNECT_GRACE_S", "reconnect_grace_s", lambda n, r: _float(n, r, 0, 600))
+        take("ONAIR_ADMIN_TOKEN", "admin_token", lambda n, r: r)
+        take("ONAIR_TOKEN_SECRET", "token_secret", lambda n, r: r)
+        take("ONAIR_METRICS_PORT", "metrics_port", lambda n, r: _int(n, r, 0, 65535))
+        take("ONAIR_AUTH_MAX_FAILURES", "auth_max_failures", lambda n, r: _int(n, r, 1, 1000))
+        take("ONAIR_AUTH_BLOCK_S", "auth_block_s", lambda n, r: _float(n, r, 0, 86400))
+        if str(values.get("storage_url", "")).startswith("s3://") and not values.get("s3_endpoint"):
+            raise ConfigError("ONAIR_S3_ENDPOINT", "required when ONAIR_STORAGE_URL is s3://")
+        return cls(**values).with_secrets()
+
+    def with_secrets(self) -> Settings:
+        """Fill an empty admin token / token secret from `<state_dir>/secrets`, creating it with
+        fresh random values the first time, so every process on this machine agrees."""
+        if self.admin_token and self.token_secret:
+            return self
+        path = Path(self.state_dir) / "secrets"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{secrets.token_urlsafe(24)}\n{secrets.token_urlsafe(32)}\n")
+        admin, secret = path.read_text().split()[:2]
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["admin_token"] = self.admin_token or admin
+        values["token_secret"] = self.token_secret or secret
+        return Settings(**values)
+
+    @property
+    def replay_retention_ms(self) -> int:
+        return self.replay_retention_hours * 3_600_000
+
+    @property
+    def rtmp_url(self) -> str:
+        return f"rtmp://{self.public_host}:{self.rtmp_port}/live"
+
+    def playback_url(self, channel: str) -> str:
+        return f"http://{self.public_host}:{self.http_port}/live/{channel}/master.m3u8"
+
+    def player_url(self, channel: str) -> str:
+        return f"http://{self.public_host}:{self.http_port}/watch/{channel}"
+
+    def s3_options(self) -> dict[str, str]:
+        options = {"endpoint_url": self.s3_endpoint or "", "region": self.s3_region}
+        if self.s3_access_key:
+            options["access_key"] = self.s3_access_key
+        if self.s3_secret_key:
+            options["secret_key"] = self.s3_secret_key
+        return options
+
+    def __repr__(self) -> str:  # secrets never reach a log line through repr()
+        shown = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("admin_token", "token_secret", "s3_secret_key")
+        }
+        return f"Settings({shown})"
+
+
+_PRESETS = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+]
+
+
+def _preset(name: str, raw: str) -> str:
+    if raw not in _PRESETS:
+        raise ConfigError(name, f"{raw!r} is not an x264 preset ({', '.join(_PRESETS)})")
+    return raw
+
+
+def _hours(name: str, raw: str) -> int:
+    return _int(name, raw, 1, 24 * 365)

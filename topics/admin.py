@@ -1,0 +1,119 @@
+"""Topic administration: ensure every declared topic exists with its config; describe; lag."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin._resource import ResourceType
+from confluent_kafka.cimpl import NewPartitions, NewTopic
+
+from topics.client import make_consumer
+from topics.specs import TopicSpec
+
+logger = logging.getLogger(__name__)
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def ensure_topics(
+    bootstrap: str, specs: Iterable[TopicSpec], replication: int = 1, timeout: float = 30.0
+) -> list[str]:
+    """Create missing topics, raise partition counts that are too low, reconcile configs.
+
+    Returns the names of topics it created. "Already exists" counts as success (another
+    process may create them at the same moment).
+    """
+    admin = admin_client(bootstrap)
+    specs = list(specs)
+    existing = admin.list_topics(timeout=timeout).topics
+    created: list[str] = []
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, replication, config=dict(s.config)) for s in missing],
+            operation_timeout=timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+                created.append(name)
+                logger.info("created topic %s", name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    grow = [
+        s for s in specs if s.name in existing and len(existing[s.name].partitions) < s.partitions
+    ]
+    if grow:
+        futures = admin.create_partitions([NewPartitions(s.name, s.partitions) for s in grow])
+        for future in futures.values():
+            future.result()
+    present = [s for s in specs if s.name in existing]
+    if present:
+        _reconcile_configs(admin, present, timeout)
+    return created
+
+
+def _reconcile_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    resources = [ConfigResource(ResourceType.TOPIC, s.name) for s in specs]
+    described = admin.describe_configs(resources, request_timeout=timeout)
+    changes = []
+    for spec, resource in zip(specs, resources, strict=True):
+        current = described[resource].result()
+        entries = [
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+            for k, v in spec.config.items()
+            if k not in current or current[k].value != v
+        ]
+        if entries:
+            changes.append(
+                ConfigResource(ResourceType.TOPIC, spec.name, incremental_configs=entries)
+            )
+    if changes:
+        for future in admin.incremental_alter_configs(changes).values():
+            future.result()
+        logger.info("reconciled configs of %s", ", ".join(c.name for c in changes))
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int  # -1 when the group has committed nothing
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return self.end - max(self.committed, 0)
+
+
+def group_lag(bootstrap: str, group: str, topic: str, timeout: float = 10.0) -> list[PartitionLag]:
+    """Committed offset vs log end offset for each partition of `topic` in `group`."""
+    admin = admin_client(bootstrap)
+    metadata = admin.list_topics(topic, timeout=timeout).topics[topic]
+    partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+    request = [ConsumerGroupTopicPartitions(group, partitions)]
+    result = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result()
+    committed = {tp.partition: tp.offset for tp in result.topic_partitions}
+    reader = make_consumer(bootstrap, None)
+    try:
+        lags = []
+        for tp in partitions:
+            _low, high = reader.get_watermark_offsets(tp, timeout=timeout)
+            lags.append(PartitionLag(topic, tp.partition, committed.get(tp.partition, -1), high))
+        return lags
+    finally:
+        reader.close()
+
+
+def list_groups(bootstrap: str, timeout: float = 10.0) -> list[str]:
+    admin = admin_client(bootstrap)
+    result = admin.list_consumer_groups(request_timeout=timeout).result()
+    return sorted(g.group_id for g in result.valid)
