@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.ladder import DEFAULT_LADDER, Ladder
+from pipeline.settings import Settings
+
+LADDER = Ladder.parse(DEFAULT_LADDER)
+
+
+@pytest.mark.parametrize(
+    ("source", "labels"),
+    [
+        ((1280, 720, 30.0), ["720p30", "480p30", "360p30", "160p30"]),
+        ((1920, 1080, 60.0), ["1080p60", "720p60", "480p30", "360p30", "160p30"]),
+        ((1280, 720, 60.0), ["720p60", "480p30", "360p30", "160p30"]),
+        ((640, 360, 30.0), ["360p30", "160p30"]),
+        ((256, 144, 30.0), []),
+    ],
+    ids=["720p30", "1080p60", "720p60", "360p30", "tiny"],
+)
+def test_ladder_drops_rungs_above_the_source(
+    source: tuple[int, int, float], labels: list[str]
+) -> None:
+    width, height, fps = source
+    assert [r.label(fps) for r in LADDER.for_source(width, height, fps)] == labels
+
+
+def test_thirty_fps_rungs_halve_sixty() -> None:
+    rung = LADDER.get("480p30")
+    assert rung.frame_step(60.0) == 2 and rung.output_fps(60.0) == 30.0
+    assert rung.frame_step(30.0) == 1
+    assert rung.output_size(1920, 1080) == (852, 480)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", "720p", "720p60", "720p60:4500,720p60:4500", "abc:1"],
+    ids=["empty", "no-fps", "no-rate", "twice", "garbage"],
+)
+def test_bad_ladders_name_the_variable(spec: str) -> None:
+    with pytest.raises(ConfigError, match="ONAIR_LADDER"):
+        Ladder.parse(spec)
+
+
+def test_defaults_work_without_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path)})
+    assert settings.kafka_bootstrap == "localhost:9092"
+    assert settings.http_port == 8080 and settings.rtmp_port == 1935
+    assert settings.admin_token and settings.token_secret
+    again = Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path)})
+    assert again.token_secret == settings.token_secret  # every process agrees
+    assert settings.token_secret not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ONAIR_HTTP_PORT", "eighty"),
+        ("ONAIR_RTMP_PORT", "70000"),
+        ("ONAIR_X264_PRESET", "warp"),
+        ("ONAIR_PLAYLIST_WINDOW", "1"),
+        ("ONAIR_STORAGE_URL", "s3://bucket"),
+    ],
+    ids=["not-int", "range", "preset", "window", "s3-no-endpoint"],
+)
+def test_bad_values_name_their_variable(tmp_path: Path, variable: str, value: str) -> None:
+    env = {"ONAIR_STATE_DIR": str(tmp_path), variable: value}
+    expected = "ONAIR_S3_ENDPOINT" if variable == "ONAIR_STORAGE_URL" else variable
+    with pytest.raises(ConfigError, match=expected):
+        Settings.from_env(env)
