@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ class SegmentEntry:
     discontinuity: bool = False
     program_date_time_ms: int = 0
     size_bytes: int = 0
+    start_pts_90k: int | None = None
 
     @property
     def duration_s(self) -> float:
@@ -112,7 +113,24 @@ class LiveWindow:
     next_sequence: int | None = None
     discontinuity_sequence: int = 0
     ended: bool = False
+    end_sequence: int | None = None
     max_duration_s: int = 1
+    # a jump bigger than this between one segment's end and the next one's start is marked
+    # as a discontinuity even when the producer did not flag it
+    jump_tolerance_90k: int = 9_000
+
+    def end_at(self, sequence: int) -> bool:
+        """The stream ends after segment `sequence - 1`; ENDLIST once all before it are in."""
+        self.end_sequence = sequence
+        return self._settle_end()
+
+    def _settle_end(self) -> bool:
+        if self.ended or self.end_sequence is None:
+            return False
+        if self.next_sequence is None or self.next_sequence >= self.end_sequence:
+            self.ended = True
+            return True
+        return False
 
     def add(self, segment: SegmentEntry) -> bool:
         """Take a segment; True when the visible playlist changed. Duplicates (a replayed
@@ -125,6 +143,8 @@ class LiveWindow:
         changed = False
         while self.next_sequence in self.pending:
             entry = self.pending.pop(self.next_sequence)
+            if self.segments and not entry.discontinuity and self._jumped(self.segments[-1], entry):
+                entry = replace(entry, discontinuity=True)
             self.segments.append(entry)
             self.next_sequence += 1
             changed = True
@@ -135,7 +155,14 @@ class LiveWindow:
                 self.discontinuity_sequence += 1
         if changed:
             self.max_duration_s = max(self.max_duration_s, target_duration(self.segments))
+            self._settle_end()
         return changed
+
+    def _jumped(self, before: SegmentEntry, after: SegmentEntry) -> bool:
+        if before.start_pts_90k is None or after.start_pts_90k is None:
+            return False
+        expected = before.start_pts_90k + before.duration_90k
+        return abs(after.start_pts_90k - expected) > self.jump_tolerance_90k
 
     @property
     def media_sequence(self) -> int:
@@ -163,6 +190,7 @@ class LiveWindow:
             next_sequence=data["next_sequence"],
             discontinuity_sequence=data["discontinuity_sequence"],
             ended=data["ended"],
+            end_sequence=data["end_sequence"],
             max_duration_s=data["max_duration_s"],
         )
         window.pending = {s["sequence"]: SegmentEntry(**s) for s in data["pending"]}

@@ -90,3 +90,20 @@ def test_bandwidth_meter_tracks_peak_and_average() -> None:
     meter.add(250_000, 180_000)  # 1 Mbps over 2 s
     meter.add(750_000, 180_000)  # 3 Mbps
     assert meter.peak_bps == 3_000_000 and meter.average_bps == 2_000_000
+
+
+def test_end_marker_waits_for_the_last_segment() -> None:
+    window = LiveWindow(size=6)
+    window.add(seg(0))
+    assert not window.end_at(2)
+    assert "#EXT-X-ENDLIST" not in window.render()
+    window.add(seg(1))
+    assert window.ended and window.render().endswith("#EXT-X-ENDLIST\n")
+
+
+def test_a_timestamp_jump_is_a_discontinuity() -> None:
+    window = LiveWindow(size=6)
+    window.add(SegmentEntry(0, 180_000, "a", start_pts_90k=0))
+    window.add(SegmentEntry(1, 180_000, "b", start_pts_90k=180_000))
+    window.add(SegmentEntry(2, 180_000, "c", start_pts_90k=9_000_000))
+    assert [s.discontinuity for s in window.segments] == [False, False, True]

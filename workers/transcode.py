@@ -1,0 +1,171 @@
+"""The transcode worker: one consumer group per rendition over `onair.ingest.gops`.
+
+For each GOP chunk: decode + scale + encode it into one MPEG-TS segment (workers/encoder.py),
+write the segment object under its deterministic name, produce `SegmentReady`, and only then
+commit the chunk's offset. A worker killed at any moment leaves either an uncommitted chunk
+(its successor redoes it: same object name, same sequence — the packager ignores the repeat)
+or a committed one whose outputs are durable. Nothing is lost and no playlist lists a segment
+twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, Message
+
+from pipeline.errors import CodecError, MediaError
+from pipeline.ladder import Ladder, Rendition
+from pipeline.metrics import Registry
+from pipeline.store import ObjectStore
+from schemas.codec import Codec
+from schemas.records import gop_from_record
+from topics.client import CheckedProducer, make_consumer, poll_checked
+from topics.specs import GOPS, SEGMENTS
+from workers.encoder import GopTranscoder
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+def segment_key(stream_id: str, rendition: str, sequence: int) -> str:
+    return f"streams/{stream_id}/{rendition}/{sequence:06d}.ts"
+
+
+def group_id(rung: Rendition) -> str:
+    return f"onair.transcode.{rung.name}"
+
+
+@dataclass
+class TranscodeWorker:
+    bootstrap: str
+    rung: Rendition
+    ladder: Ladder
+    store: ObjectStore
+    preset: str = "veryfast"
+    registry: Registry = field(default_factory=Registry)
+    group: str | None = None  # default: onair.transcode.<rung>; rebuilds use their own
+    topic: str = GOPS
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._codec = Codec()
+        self._transcoder = GopTranscoder(self.rung, preset=self.preset)
+        m, rung, by_rung = self.registry, self.rung.name, ("rendition",)
+        self.segments = m.counter(
+            "onair_transcode_segments_total", "Segments written.", by_rung
+        ).labels(rung)
+        self.skipped = m.counter(
+            "onair_transcode_skipped_total", "Chunks for streams this rung skips.", by_rung
+        ).labels(rung)
+        self.bad = m.counter(
+            "onair_transcode_bad_chunks_total", "Chunks that could not be read.", by_rung
+        ).labels(rung)
+        self.encode_seconds = m.histogram(
+            "onair_transcode_seconds", "GOP decode+encode time.", by_rung
+        ).labels(rung)
+
+    def run(self) -> None:
+        """Consume until `stop_event` is set. Delivery or commit failures raise: the process
+        exits and its successor resumes from the last committed offset."""
+        consumer = make_consumer(
+            self.bootstrap, self.group or group_id(self.rung), topics=[self.topic]
+        )
+        producer = CheckedProducer(self.bootstrap)
+        logger.info("transcode %s: consuming %s", self.rung.name, self.topic)
+        try:
+            while not self.stop_event.is_set():
+                msg = poll_checked(consumer, 0.2)
+                if msg is not None:
+                    self.handle(msg, consumer, producer)
+        finally:
+            consumer.close()
+
+    def handle(self, msg: Message, consumer: Consumer, producer: CheckedProducer) -> None:
+        try:
+            record = self._codec.expect("GopChunk", msg.value())
+        except CodecError as exc:
+            self.bad.inc()
+            logger.warning(
+                "transcode %s: skipped chunk at offset %s: %s", self.rung.name, msg.offset(), exc
+            )
+            consumer.commit(message=msg, asynchronous=False)
+            return
+        event = self.process(record)
+        if event is not None:
+            producer.send(SEGMENTS, record["stream_id"], self._codec.encode("SegmentReady", event))
+        consumer.commit(message=msg, asynchronous=False)
+
+    def process(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """One chunk → the SegmentReady record to produce (its object already durable), or
+        None when this rung does not apply to the stream."""
+        width, height, fps = record["width"], record["height"], record["fps"]
+        rungs = self.ladder.for_source(width, height, fps) if record["height"] else []
+        labels = [r.label(fps) for r in rungs]
+        label = self.rung.label(fps)
+        base = {
+            "stream_id": record["stream_id"],
+            "channel": record["channel"],
+            "rendition": label,
+            "sequence": record["sequence"],
+            "ingest_time_ms": record["ingest_time_ms"],
+            "renditions": labels,
+            "discontinuity": record["discontinuity"],
+        }
+        if self.rung not in rungs:
+            self.skipped.inc()
+            return None
+        if record["end_of_stream"]:
+            return {**base, **_EMPTY, "end_of_stream": True, "program_date_time_ms": 0}
+        gop = gop_from_record(record)
+        started = time.perf_counter()
+        try:
+            segment = self._transcoder.transcode(gop)
+        except MediaError as exc:
+            self.bad.inc()
+            logger.warning(
+                "transcode %s: stream %s GOP %d: %s",
+                self.rung.name,
+                gop.stream_id,
+                gop.sequence,
+                exc,
+            )
+            return None
+        self.encode_seconds.observe(time.perf_counter() - started)
+        key = segment_key(gop.stream_id, label, gop.sequence)
+        self.store.put(
+            key, segment.data, content_type="video/mp2t", cache_control=SEGMENT_CACHE_CONTROL
+        )
+        self.segments.inc()
+        return {
+            **base,
+            "key": key,
+            "start_pts_90k": gop.start_pts_90k,
+            "duration_90k": segment.duration_90k,
+            "size_bytes": len(segment.data),
+            "bitrate_bps": segment.bitrate_bps,
+            "width": segment.width,
+            "height": segment.height,
+            "fps": segment.fps,
+            "codecs": segment.codecs,
+            "program_date_time_ms": record["ingest_time_ms"] - gop.duration_90k // 90,
+            "end_of_stream": False,
+        }
+
+
+_EMPTY = {
+    "key": "",
+    "start_pts_90k": 0,
+    "duration_90k": 0,
+    "size_bytes": 0,
+    "bitrate_bps": 0,
+    "width": 0,
+    "height": 0,
+    "fps": 0.0,
+    "codecs": "",
+}
