@@ -1,0 +1,255 @@
+"""The HLS origin: URL → object key, served from the cache with HTTP caching semantics.
+
+    /live/<channel>/master.m3u8                      → live/<channel>/master.m3u8
+    /live/<channel>/<rendition>/index.m3u8           → live/<channel>/<rendition>/index.m3u8
+    /live/<channel>/<rendition>/<stream_id>/<seq>.ts → streams/<stream_id>/<rendition>/<seq>.ts
+    /vod/<stream_id>/master.m3u8                     → vod/<stream_id>/master.m3u8
+    /vod/<stream_id>/<rendition>/index.m3u8          → vod/<stream_id>/<rendition>/index.m3u8
+    /vod/<stream_id>/<rendition>/<seq>.ts            → streams/<stream_id>/<rendition>/<seq>.ts
+    /vod/<stream_id>/<file>.(mp4|jpg|vtt|json)       → vod/<stream_id>/<file>   (byte ranges)
+
+Every path segment must match its strict pattern; anything else, and any percent-encoded
+byte at all (none of the patterns needs one: `%2f`, `%2e%2e` and friends are refused
+outright), is a 404 that never reaches the store. Cache-Control is whatever the object's
+writer stored; the ETag is strong; responses carry `Access-Control-Allow-Origin: *` because
+players (and CDNs) live on other origins.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.http.cache import ObjectCache
+from pipeline.errors import ObjectNotFound, StoreError
+from pipeline.store import StoredObject, check_key, content_type_for
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = re.compile(r"[a-z0-9_]{1,32}")
+STREAM_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]{1,80}")
+RENDITION = re.compile(r"[0-9]{2,4}p[0-9]{2,3}")
+SEQ = re.compile(r"[0-9]{1,12}")
+VOD_FILE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,79}\.(?:mp4|jpg|vtt|json)")
+
+CORS_HEADERS = {
+    "access-control-allow-origin": "*",
+    "access-control-expose-headers": "Content-Length, Content-Range, Accept-Ranges, ETag",
+    "timing-allow-origin": "*",
+}
+PREFLIGHT_HEADERS = {
+    **CORS_HEADERS,
+    "access-control-allow-methods": "GET, HEAD, OPTIONS",
+    "access-control-allow-headers": "Range, If-None-Match, If-Range",
+    "access-control-max-age": "86400",
+}
+DEFAULT_CACHE_CONTROL = "no-cache"
+
+KeyRule = Callable[[Mapping[str, str]], str | None]
+
+
+def _valid(pattern: re.Pattern[str], value: str | None) -> bool:
+    return value is not None and pattern.fullmatch(value) is not None
+
+
+def live_master_key(p: Mapping[str, str]) -> str | None:
+    if _valid(CHANNEL, p.get("channel")):
+        return f"live/{p['channel']}/master.m3u8"
+    return None
+
+
+def live_media_key(p: Mapping[str, str]) -> str | None:
+    if _valid(CHANNEL, p.get("channel")) and _valid(RENDITION, p.get("rendition")):
+        return f"live/{p['channel']}/{p['rendition']}/index.m3u8"
+    return None
+
+
+def live_segment_key(p: Mapping[str, str]) -> str | None:
+    if (
+        _valid(CHANNEL, p.get("channel"))
+        and _valid(RENDITION, p.get("rendition"))
+        and _valid(STREAM_ID, p.get("stream_id"))
+        and _valid(SEQ, p.get("seq"))
+    ):
+        return f"streams/{p['stream_id']}/{p['rendition']}/{p['seq']}.ts"
+    return None
+
+
+def vod_master_key(p: Mapping[str, str]) -> str | None:
+    if _valid(STREAM_ID, p.get("stream_id")):
+        return f"vod/{p['stream_id']}/master.m3u8"
+    return None
+
+
+def vod_media_key(p: Mapping[str, str]) -> str | None:
+    if _valid(STREAM_ID, p.get("stream_id")) and _valid(RENDITION, p.get("rendition")):
+        return f"vod/{p['stream_id']}/{p['rendition']}/index.m3u8"
+    return None
+
+
+def vod_segment_key(p: Mapping[str, str]) -> str | None:
+    if (
+        _valid(STREAM_ID, p.get("stream_id"))
+        and _valid(RENDITION, p.get("rendition"))
+        and _valid(SEQ, p.get("seq"))
+    ):
+        return f"streams/{p['stream_id']}/{p['rendition']}/{p['seq']}.ts"
+    return None
+
+
+def vod_file_key(p: Mapping[str, str]) -> str | None:
+    if _valid(STREAM_ID, p.get("stream_id")) and _valid(VOD_FILE, p.get("file")):
+        return f"vod/{p['stream_id']}/{p['file']}"
+    return None
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+_BYTES_RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})", re.IGNORECASE)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One `bytes=` range as inclusive `(first, last)`; None means "send it all" (no usable
+    range: malformed, several ranges, another unit). Raises RangeNotSatisfiable (416)."""
+    match = _BYTES_RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first_text, last_text = match.groups()
+    if not first_text:
+        if not last_text:
+            return None
+        suffix = int(last_text)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(header)
+        return max(0, size - suffix), size - 1
+    first = int(first_text)
+    last = int(last_text) if last_text else size - 1
+    if last_text and last < first:
+        return None
+    if first >= size:
+        raise RangeNotSatisfiable(header)
+    return first, min(last, size - 1)
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    """If-None-Match uses the weak comparison: `W/"x"` matches `"x"`; `*` matches anything."""
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class OriginRoute:
+    path: str
+    key_for: KeyRule
+    ranges: bool = False
+
+
+ORIGIN_ROUTES: tuple[OriginRoute, ...] = (
+    OriginRoute("/live/{channel}/master.m3u8", live_master_key),
+    OriginRoute("/live/{channel}/{rendition}/index.m3u8", live_media_key),
+    OriginRoute("/live/{channel}/{rendition}/{stream_id}/{seq}.ts", live_segment_key),
+    OriginRoute("/vod/{stream_id}/master.m3u8", vod_master_key),
+    OriginRoute("/vod/{stream_id}/{rendition}/index.m3u8", vod_media_key),
+    OriginRoute("/vod/{stream_id}/{rendition}/{seq}.ts", vod_segment_key),
+    OriginRoute("/vod/{stream_id}/{file}", vod_file_key, ranges=True),
+)
+
+
+def _not_found() -> Response:
+    headers = {**CORS_HEADERS, "cache-control": "no-cache"}
+    return Response("Not Found", status_code=404, media_type="text/plain", headers=headers)
+
+
+class HlsOrigin:
+    """The origin's routes, reading through one `ObjectCache`."""
+
+    def __init__(self, cache: ObjectCache) -> None:
+        self.cache = cache
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(
+                spec.path,
+                self._endpoint(spec),
+                methods=["GET", "HEAD", "OPTIONS"],
+                name=f"hls:{spec.key_for.__name__.removesuffix('_key')}",
+            )
+            for spec in ORIGIN_ROUTES
+        ]
+
+    def _endpoint(self, spec: OriginRoute) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            key = self.key_for(request, spec.key_for)
+            if key is None:
+                return _not_found()
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=PREFLIGHT_HEADERS)
+            try:
+                obj = await self.cache.get(key)
+            except ObjectNotFound:
+                return _not_found()
+            return self.respond(request, obj, ranges=spec.ranges)
+
+        return endpoint
+
+    @staticmethod
+    def key_for(request: Request, rule: KeyRule) -> str | None:
+        raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+        if b"%" in raw_path or b"\\" in raw_path:
+            return None
+        params = {name: str(value) for name, value in request.path_params.items()}
+        key = rule(params)
+        if key is None:
+            return None
+        try:
+            return check_key(key)
+        except StoreError:
+            return None
+
+    @staticmethod
+    def respond(request: Request, obj: StoredObject, *, ranges: bool) -> Response:
+        etag = f'"{obj.etag}"'
+        headers = {
+            **CORS_HEADERS,
+            "cache-control": obj.cache_control or DEFAULT_CACHE_CONTROL,
+            "etag": etag,
+        }
+        if ranges:
+            headers["accept-ranges"] = "bytes"
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match is not None and etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+
+        media_type = content_type_for(obj.key)
+        body = obj.body
+        size = len(body)
+        status = 200
+        range_header = request.headers.get("range")
+        if_range = request.headers.get("if-range")
+        if ranges and range_header is not None and (if_range is None or if_range == etag):
+            try:
+                span = parse_range(range_header, size)
+            except RangeNotSatisfiable:
+                headers["content-range"] = f"bytes */{size}"
+                return Response(status_code=416, headers=headers)
+            if span is not None:
+                first, last = span
+                body = body[first : last + 1]
+                headers["content-range"] = f"bytes {first}-{last}/{size}"
+                status = 206
+        if request.method == "HEAD":
+            headers["content-length"] = str(len(body))
+            return Response(b"", status_code=status, media_type=media_type, headers=headers)
+        return Response(body, status_code=status, media_type=media_type, headers=headers)

@@ -1,0 +1,217 @@
+"""The player pages (`/watch/<channel>`, `/vod/<stream_id>`) and their static assets.
+
+Assets are read once at start-up and addressed as `/static/<name>?v=<content hash>`, so the
+pages can let browsers keep them for a year: a new build changes the hash and the URL.
+`hls.min.js` comes from the `hls.js` npm package (`npm ci` copies it into `static/`); a checkout
+that only ran `npm ci` is served straight from `node_modules/`. Without it the page falls back
+to the browser's own HLS (Safari).
+
+Other parts of the gateway can add scripts to the page (`extra_scripts`): the chat client
+finds its mount point in `<div id="chat" data-channel=… data-ws-path=…>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.http.hls import CHANNEL, STREAM_ID, etag_matches
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+HLS_JS_FALLBACK = _REPO_ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "public, max-age=60"
+_ASSET_NAME = re.compile(r"[a-z0-9_\-]{1,64}(?:\.[a-z0-9]{1,8}){1,3}")
+_ASSET_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' blob:",
+        "connect-src 'self' ws: wss:",
+        "worker-src 'self' blob:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'self'",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    name: str
+    body: bytes
+    content_type: str
+    version: str
+
+    @property
+    def url(self) -> str:
+        return f"/static/{self.name}?v={self.version}"
+
+
+def load_assets(static_dir: Path = STATIC_DIR) -> dict[str, Asset]:
+    """Every servable file in `static_dir`, plus hls.min.js from node_modules if not copied."""
+    paths = {p.name: p for p in sorted(static_dir.iterdir()) if p.is_file()}
+    if "hls.min.js" not in paths and HLS_JS_FALLBACK.is_file():
+        paths["hls.min.js"] = HLS_JS_FALLBACK
+    assets: dict[str, Asset] = {}
+    for name, path in paths.items():
+        content_type = _ASSET_TYPES.get(path.suffix)
+        if content_type is None or not _ASSET_NAME.fullmatch(name):
+            continue
+        body = path.read_bytes()
+        version = hashlib.sha256(body).hexdigest()[:16]
+        assets[name] = Asset(name, body, content_type, version)
+    if "hls.min.js" not in assets:
+        logger.warning("hls.min.js not found (run npm ci): the player needs native HLS")
+    return assets
+
+
+def _json_for_script(value: object) -> str:
+    """JSON safe inside <script>: no `<`, `>` or `&` can close the element."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+class PlayerPages:
+    def __init__(
+        self,
+        *,
+        assets: dict[str, Asset] | None = None,
+        extra_scripts: Sequence[str] = (),
+    ) -> None:
+        self.assets = load_assets() if assets is None else assets
+        self.extra_scripts = tuple(extra_scripts)
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/watch/{channel}", self.watch, methods=["GET", "HEAD"], name="player:watch"),
+            Route("/vod/{stream_id}", self.vod, methods=["GET", "HEAD"], name="player:vod"),
+            Route("/static/{name}", self.static, methods=["GET", "HEAD"], name="player:static"),
+        ]
+
+    async def watch(self, request: Request) -> Response:
+        channel = str(request.path_params["channel"])
+        if not CHANNEL.fullmatch(channel):
+            return PlainTextResponse("Not Found", status_code=404)
+        return self.page(
+            title=channel,
+            kind="live",
+            src=f"/live/{channel}/master.m3u8",
+            channel=channel,
+        )
+
+    async def vod(self, request: Request) -> Response:
+        stream_id = str(request.path_params["stream_id"])
+        if not STREAM_ID.fullmatch(stream_id):
+            return PlainTextResponse("Not Found", status_code=404)
+        return self.page(
+            title=stream_id,
+            kind="vod",
+            src=f"/vod/{stream_id}/master.m3u8",
+            channel=None,
+        )
+
+    def page(self, *, title: str, kind: str, src: str, channel: str | None) -> Response:
+        config = {"kind": kind, "src": src, "channel": channel, "title": title}
+        scripts = [a.url for n in ("hls.min.js", "player.js") if (a := self.assets.get(n))]
+        scripts.extend(self.extra_scripts)
+        chat_attrs = ""
+        if channel is not None:
+            chat_attrs = (
+                f' data-channel="{html.escape(channel)}"'
+                f' data-ws-path="{html.escape(f"/chat/{channel}")}"'
+            )
+        css = self.assets.get("player.css")
+        body = _PAGE.format(
+            title=html.escape(title),
+            kind=html.escape(kind),
+            css=f'<link rel="stylesheet" href="{html.escape(css.url)}">' if css else "",
+            config=_json_for_script(config),
+            chat_attrs=chat_attrs,
+            scripts="\n".join(f'<script src="{html.escape(url)}"></script>' for url in scripts),
+        )
+        headers = {
+            "cache-control": "no-cache",
+            "content-security-policy": CONTENT_SECURITY_POLICY,
+            "x-content-type-options": "nosniff",
+            "referrer-policy": "same-origin",
+        }
+        return HTMLResponse(body, headers=headers)
+
+    async def static(self, request: Request) -> Response:
+        asset = self.assets.get(str(request.path_params["name"]))
+        if asset is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        etag = f'"{asset.version}"'
+        versioned = request.query_params.get("v") == asset.version
+        headers = {
+            "cache-control": IMMUTABLE if versioned else REVALIDATE,
+            "etag": etag,
+            "x-content-type-options": "nosniff",
+        }
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match is not None and etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        if request.method == "HEAD":
+            headers["content-length"] = str(len(asset.body))
+            return Response(b"", media_type=asset.content_type, headers=headers)
+        return Response(asset.body, media_type=asset.content_type, headers=headers)
+
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · onair</title>
+{css}
+</head>
+<body data-kind="{kind}">
+<main class="layout">
+  <section class="stage">
+    <div class="screen">
+      <video id="video" controls autoplay muted playsinline></video>
+      <div id="status" class="status" hidden></div>
+    </div>
+    <div class="bar">
+      <h1 class="title">{title}</h1>
+      <button id="live-edge" class="live-edge" type="button" data-at-edge="false" hidden
+        title="Jump to the live edge">LIVE</button>
+      <span class="spacer"></span>
+      <label class="quality">Quality
+        <select id="quality" aria-label="Quality"><option value="-1">Auto</option></select>
+      </label>
+      <span id="current-level" class="current-level" aria-live="polite"></span>
+    </div>
+  </section>
+  <div id="chat" class="chat"{chat_attrs}></div>
+</main>
+<script id="onair-config" type="application/json">{config}</script>
+{scripts}
+</body>
+</html>
+"""

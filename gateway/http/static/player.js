@@ -1,0 +1,205 @@
+// onair player: hls.js where Media Source Extensions exist, the browser's own HLS otherwise
+// (Safari). Reads its settings from <script id="onair-config">; exposes its state as
+// window.onairPlayer for the chat panel and for tests.
+(function () {
+  "use strict";
+
+  var config = JSON.parse(document.getElementById("onair-config").textContent);
+  var video = document.getElementById("video");
+  var select = document.getElementById("quality");
+  var current = document.getElementById("current-level");
+  var liveButton = document.getElementById("live-edge");
+  var statusBox = document.getElementById("status");
+  var OFFLINE_RETRY_MS = 5000;
+
+  var state = {
+    config: config,
+    mode: "none", // "hls.js" | "native" | "none"
+    hls: null,
+    levels: [], // [{index, name, height, bitrate}]
+    currentLevel: -1,
+    autoLevel: true,
+    atLiveEdge: false,
+  };
+  window.onairPlayer = state;
+
+  function showStatus(text) {
+    statusBox.textContent = text;
+    statusBox.hidden = false;
+  }
+
+  function hideStatus() {
+    statusBox.hidden = true;
+  }
+
+  function levelName(level) {
+    var name = level.height ? level.height + "p" : Math.round(level.bitrate / 1000) + " kbps";
+    if (level.frameRate && level.frameRate > 30.5) {
+      name += Math.round(level.frameRate);
+    }
+    return name;
+  }
+
+  function fillLevels(levels) {
+    state.levels = levels.map(function (level, index) {
+      return { index: index, name: levelName(level), height: level.height, bitrate: level.bitrate };
+    });
+    while (select.options.length > 1) {
+      select.remove(1);
+    }
+    state.levels
+      .slice()
+      .sort(function (a, b) { return b.bitrate - a.bitrate; })
+      .forEach(function (level) {
+        var option = document.createElement("option");
+        option.value = String(level.index);
+        option.textContent = level.name;
+        select.appendChild(option);
+      });
+    select.value = "-1";
+    select.disabled = state.levels.length < 2;
+  }
+
+  function showCurrentLevel() {
+    var hls = state.hls;
+    if (!hls) {
+      current.textContent = state.mode === "native" ? "Auto" : "";
+      return;
+    }
+    state.autoLevel = hls.autoLevelEnabled;
+    var level = state.levels[state.currentLevel];
+    var name = level ? level.name : "…";
+    current.textContent = state.autoLevel ? "Auto (" + name + ")" : name;
+    current.dataset.level = String(state.currentLevel);
+  }
+
+  select.addEventListener("change", function () {
+    if (!state.hls) {
+      return;
+    }
+    // -1 re-enables automatic selection; a level index pins that level now.
+    state.hls.currentLevel = Number(select.value);
+    showCurrentLevel();
+  });
+
+  function liveEdge() {
+    if (state.hls) {
+      return state.hls.liveSyncPosition;
+    }
+    if (video.seekable && video.seekable.length) {
+      return video.seekable.end(video.seekable.length - 1);
+    }
+    return null;
+  }
+
+  function targetDuration() {
+    var hls = state.hls;
+    var level = hls && hls.levels[hls.currentLevel >= 0 ? hls.currentLevel : 0];
+    return (level && level.details && level.details.targetduration) || 2;
+  }
+
+  function updateLiveEdge() {
+    var live = config.kind === "live";
+    if (state.hls) {
+      var level = state.hls.levels[state.currentLevel >= 0 ? state.currentLevel : 0];
+      live = !!(level && level.details && level.details.live);
+    }
+    var edge = live ? liveEdge() : null;
+    if (edge === null || edge === undefined || !isFinite(edge)) {
+      liveButton.hidden = true;
+      state.atLiveEdge = false;
+      return;
+    }
+    var behind = edge - video.currentTime;
+    state.atLiveEdge = behind <= targetDuration() + 0.5;
+    liveButton.hidden = false;
+    liveButton.dataset.atEdge = String(state.atLiveEdge);
+    liveButton.textContent = state.atLiveEdge ? "LIVE" : "GO LIVE";
+  }
+
+  liveButton.addEventListener("click", function () {
+    var edge = liveEdge();
+    if (edge !== null && edge !== undefined && isFinite(edge)) {
+      video.currentTime = edge;
+    }
+    video.play().catch(function () {});
+  });
+  video.addEventListener("timeupdate", updateLiveEdge);
+  setInterval(updateLiveEdge, 1000);
+
+  function play() {
+    video.play().catch(function () {
+      showStatus("Press play to start");
+    });
+  }
+
+  video.addEventListener("playing", hideStatus);
+
+  function startHls() {
+    var hls = new window.Hls({ liveSyncDurationCount: 3, backBufferLength: 30 });
+    state.hls = hls;
+    state.mode = "hls.js";
+    var Events = window.Hls.Events;
+    var ErrorTypes = window.Hls.ErrorTypes;
+    var Details = window.Hls.ErrorDetails;
+
+    hls.on(Events.MANIFEST_PARSED, function () {
+      fillLevels(hls.levels);
+      showCurrentLevel();
+      play();
+    });
+    hls.on(Events.LEVEL_SWITCHED, function (_event, data) {
+      state.currentLevel = data.level;
+      showCurrentLevel();
+    });
+    hls.on(Events.ERROR, function (_event, data) {
+      if (!data.fatal) {
+        return;
+      }
+      if (data.type === ErrorTypes.MEDIA_ERROR) {
+        hls.recoverMediaError();
+        return;
+      }
+      var offline =
+        data.details === Details.MANIFEST_LOAD_ERROR ||
+        data.details === Details.MANIFEST_LOAD_TIMEOUT ||
+        data.details === Details.MANIFEST_PARSING_ERROR;
+      restart(offline ? "Offline. Waiting for the stream to start…" : "Reconnecting…");
+    });
+    hls.loadSource(config.src);
+    hls.attachMedia(video);
+  }
+
+  function restart(message) {
+    if (state.hls) {
+      state.hls.destroy();
+      state.hls = null;
+    }
+    showStatus(message);
+    setTimeout(startHls, OFFLINE_RETRY_MS);
+  }
+
+  function startNative() {
+    state.mode = "native";
+    select.disabled = true;
+    video.src = config.src;
+    video.addEventListener("error", function () {
+      showStatus("Offline. Waiting for the stream to start…");
+      setTimeout(function () {
+        video.src = config.src;
+        video.load();
+        play();
+      }, OFFLINE_RETRY_MS);
+    });
+    showCurrentLevel();
+    play();
+  }
+
+  if (window.Hls && window.Hls.isSupported()) {
+    startHls();
+  } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    startNative();
+  } else {
+    showStatus("This browser cannot play HLS.");
+  }
+})();

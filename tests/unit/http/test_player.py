@@ -1,0 +1,116 @@
+"""The player pages and their versioned static assets."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.http.app import create_app
+from gateway.http.player import IMMUTABLE, Asset, PlayerPages, load_assets
+from pipeline.store import LocalStore
+
+
+def config_of(page: str) -> dict[str, object]:
+    match = re.search(r'<script id="onair-config" type="application/json">(.*?)</script>', page)
+    assert match
+    value = json.loads(match[1])
+    assert isinstance(value, dict)
+    return value
+
+
+async def test_watch_page_plays_the_channel(client: httpx.AsyncClient) -> None:
+    response = await client.get("/watch/demo")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page = response.text
+    assert config_of(page) == {
+        "kind": "live",
+        "src": "/live/demo/master.m3u8",
+        "channel": "demo",
+        "title": "demo",
+    }
+    assert '<div id="chat" class="chat" data-channel="demo" data-ws-path="/chat/demo">' in page
+    assert '<select id="quality"' in page and '<option value="-1">Auto</option>' in page
+    assert 'id="live-edge"' in page and 'id="current-level"' in page
+    scripts = re.findall(r'<script src="([^"]+)"></script>', page)
+    assert [s.split("?")[0] for s in scripts] == ["/static/hls.min.js", "/static/player.js"]
+
+
+async def test_vod_page(client: httpx.AsyncClient) -> None:
+    response = await client.get("/vod/demo-1.2_x")
+    assert response.status_code == 200
+    assert config_of(response.text)["src"] == "/vod/demo-1.2_x/master.m3u8"
+    assert config_of(response.text)["kind"] == "vod"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/watch/Demo",
+        "/watch/%3Cscript%3E",
+        "/watch/a%22b",
+        "/watch/" + "a" * 33,
+        "/vod/%3Cimg%20src%3Dx%3E",
+        "/vod/..",
+    ],
+    ids=["uppercase", "script-tag", "quote", "too-long", "vod-markup", "vod-dotdot"],
+)
+async def test_names_outside_the_pattern_are_404(client: httpx.AsyncClient, url: str) -> None:
+    response = await client.get(url)
+    assert response.status_code == 404
+    assert "<" not in response.text
+
+
+def test_page_escapes_what_it_interpolates(tmp_path: Path) -> None:
+    # The routes only admit safe names; the renderer must still not trust its input.
+    pages = PlayerPages(assets={}, extra_scripts=['/x.js?a=1&b="2"'])
+    hostile = '</script><script>alert("x")</script>&'
+    html = bytes(pages.page(title=hostile, kind="live", src="/s", channel=hostile).body).decode()
+    assert "<script>alert" not in html
+    assert "&lt;/script&gt;" in html
+    assert config_of(html)["title"] == hostile
+    assert '<script src="/x.js?a=1&amp;b=&quot;2&quot;"></script>' in html
+
+
+async def test_static_assets_are_versioned_and_cached_long(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/watch/demo")).text
+    url = re.search(r'src="(/static/player\.js\?v=[0-9a-f]+)"', page)
+    assert url
+    versioned = await client.get(url[1])
+    assert versioned.status_code == 200
+    assert versioned.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert versioned.headers["cache-control"] == IMMUTABLE
+    assert b"onairPlayer" in versioned.content
+
+    unversioned = await client.get("/static/player.js")
+    assert unversioned.headers["cache-control"] != IMMUTABLE
+    etag = unversioned.headers["etag"]
+    again = await client.get("/static/player.js", headers={"if-none-match": etag})
+    assert again.status_code == 304
+
+    css = await client.get("/static/player.css")
+    assert css.headers["content-type"] == "text/css; charset=utf-8"
+    for missing in ("/static/nope.js", "/static/..%2Fplayer.py", "/static/player.py"):
+        assert (await client.get(missing)).status_code == 404
+
+
+def test_load_assets_skips_unknown_types(tmp_path: Path) -> None:
+    (tmp_path / "a.js").write_text("1")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "Bad Name.js").write_text("x")
+    assets = load_assets(tmp_path)
+    assert {"a.js"} <= set(assets) <= {"a.js", "hls.min.js"}
+    assert isinstance(assets["a.js"], Asset)
+
+
+async def test_extra_scripts_are_loaded_by_the_pages(tmp_path: Path) -> None:
+    app = create_app(LocalStore(tmp_path), player_scripts=["/chat/static/chat.js"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://onair.test") as client:
+        page = (await client.get("/watch/demo")).text
+    assert page.rstrip().endswith('<script src="/chat/static/chat.js"></script>\n</body>\n</html>')
