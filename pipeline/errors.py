@@ -80,3 +80,7 @@ class NotFound(OnairError):
 
 class MediaError(OnairError):
     pass
+
+
+class DeliveryFailed(OnairError):
+    pass

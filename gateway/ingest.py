@@ -1,0 +1,271 @@
+"""Ingest: what happens to an accepted RTMP publish. RTMP in, GOP chunks out to Kafka.
+
+`IngestHandler` checks the stream key against the channel directory (hash, constant-time),
+refuses a second publisher on a live channel, and hands the publish a `KafkaPublication` that
+cuts the media into GOPs and produces one `GopChunk` per GOP to `onair.ingest.gops` (key =
+stream id, so a stream's GOPs stay in order on one partition).
+
+Lifecycle events go to `onair.streams` (key = channel). When a publisher drops, the stream is
+kept open for the reconnect grace: the same key publishing again in time continues the same
+stream (sequence numbers go on, the next GOP is marked as a discontinuity). After the grace the
+stream ends: an end-of-stream marker follows the last GOP and `StreamEnded` is produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.channels import new_stream_id
+from pipeline.errors import AuthError, DeliveryFailed
+from pipeline.gop import Gop, GopCutter
+from pipeline.ladder import Ladder
+from pipeline.media import CodecConfig, MediaUnit
+from pipeline.metrics import Registry
+from schemas.codec import Codec
+from schemas.records import end_of_stream_record, gop_to_record
+from topics.channels import ChannelDirectory
+from topics.client import AsyncProducer, Delivery
+from topics.specs import GOPS, STREAMS
+
+logger = logging.getLogger(__name__)
+
+INVALID_KEY = "Invalid stream key."
+ALREADY_LIVE = "This channel is already live."
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class StreamState:
+    """One live stream, kept across reconnects within the grace period."""
+
+    channel: str
+    stream_id: str
+    started_ms: int
+    next_sequence: int = 0
+    config: CodecConfig | None = None
+    gops_partition: int = -1
+    first_offset: int = -1
+    last_offset: int = -1
+    connected: bool = True
+    end_timer: asyncio.TimerHandle | None = None
+    title: str | None = None
+
+
+@dataclass
+class IngestHandler:
+    producer: AsyncProducer
+    channels: ChannelDirectory
+    ladder: Ladder
+    reconnect_grace_s: float = 5.0
+    registry: Registry = field(default_factory=Registry)
+    codec: Codec = field(default_factory=Codec)
+    streams: dict[str, StreamState] = field(default_factory=dict)  # by channel
+
+    def __post_init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        m = self.registry
+        self.gops = m.counter("onair_ingest_gops_total", "GOP chunks produced.")
+        self.gop_bytes = m.counter("onair_ingest_gop_bytes_total", "GOP chunk bytes produced.")
+        self.refused = m.counter("onair_ingest_refused_total", "Publishes refused.", ("reason",))
+        self.live = m.gauge("onair_ingest_live_streams", "Streams live on this ingest.")
+
+    async def start_publish(self, app: str, stream_key: str, peer: str) -> KafkaPublication:
+        del app, peer
+        channel = self.channels.find_by_key(stream_key)
+        if channel is None:
+            self.refused.labels("bad_key").inc()
+            raise AuthError(INVALID_KEY)
+        state = self.streams.get(channel)
+        if state is not None and state.connected:
+            self.refused.labels("already_live").inc()
+            raise AuthError(ALREADY_LIVE)
+        if state is not None:  # back within the grace period: the same stream goes on
+            if state.end_timer is not None:
+                state.end_timer.cancel()
+            state.connected = True
+            await self._send_event(
+                "StreamResumed",
+                channel,
+                {
+                    "stream_id": state.stream_id,
+                    "channel": channel,
+                    "resumed_ms": _now_ms(),
+                    "next_sequence": state.next_sequence,
+                },
+            )
+            logger.info("channel %s: stream %s resumed", channel, state.stream_id)
+            return KafkaPublication(self, state, resumed=True)
+        now = _now_ms()
+        state = StreamState(channel, new_stream_id(channel, now), now)
+        self.streams[channel] = state
+        self.live.set(len(self.streams))
+        logger.info("channel %s: stream %s publishing", channel, state.stream_id)
+        return KafkaPublication(self, state, resumed=False)
+
+    async def publish_gop(self, state: StreamState, gop: Gop) -> asyncio.Future[Delivery]:
+        record = gop_to_record(gop, channel=state.channel, ingest_time_ms=_now_ms())
+        value = self.codec.encode("GopChunk", record)
+        self.gops.inc()
+        self.gop_bytes.inc(len(value))
+        return await self._send_nowait(GOPS, state.stream_id, value)
+
+    async def _send_nowait(self, topic: str, key: str, value: bytes) -> asyncio.Future[Delivery]:
+        while True:
+            try:
+                return self.producer.send_nowait(topic, key, value)
+            except BufferError:
+                await asyncio.sleep(0.01)
+
+    async def announce(self, state: StreamState) -> None:
+        config = state.config
+        assert config is not None
+        rungs = self.ladder.for_source(config.width, config.height, config.fps)
+        await self._send_event(
+            "StreamStarted",
+            state.channel,
+            {
+                "stream_id": state.stream_id,
+                "channel": state.channel,
+                "started_ms": state.started_ms,
+                "width": config.width,
+                "height": config.height,
+                "fps": config.fps,
+                "renditions": [r.label(config.fps) for r in rungs],
+                "gops_partition": state.gops_partition,
+                "gops_first_offset": state.first_offset,
+            },
+        )
+
+    async def _send_event(self, name: str, channel: str, record: dict[str, Any]) -> None:
+        await self.producer.send(STREAMS, channel, self.codec.encode(name, record))
+
+    def disconnected(self, state: StreamState, reason: str) -> None:
+        state.connected = False
+        loop = asyncio.get_running_loop()
+        state.end_timer = loop.call_later(
+            max(self.reconnect_grace_s, 0), lambda: self._spawn(self.end_stream(state, reason))
+        )
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def end_all(self) -> None:
+        """Shutting down: end every stream now, without waiting out the grace."""
+        for state in list(self.streams.values()):
+            if state.end_timer is not None:
+                state.end_timer.cancel()
+            state.connected = False
+            await self.end_stream(state, "ingest shutdown")
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def end_stream(self, state: StreamState, reason: str) -> None:
+        if state.connected or self.streams.get(state.channel) is not state:
+            return
+        del self.streams[state.channel]
+        self.live.set(len(self.streams))
+        marker = end_of_stream_record(
+            state.stream_id, state.channel, state.next_sequence, state.config, _now_ms()
+        )
+        delivery = await self.producer.send(
+            GOPS, state.stream_id, self.codec.encode("GopChunk", marker)
+        )
+        await self._send_event(
+            "StreamEnded",
+            state.channel,
+            {
+                "stream_id": state.stream_id,
+                "channel": state.channel,
+                "ended_ms": _now_ms(),
+                "reason": reason,
+                "last_sequence": state.next_sequence - 1,
+                "gops_partition": delivery.partition,
+                "gops_last_offset": delivery.offset,
+            },
+        )
+        logger.info(
+            "channel %s: stream %s ended (%s) after %d GOPs",
+            state.channel,
+            state.stream_id,
+            reason,
+            state.next_sequence,
+        )
+
+
+class KafkaPublication:
+    """One RTMP publish feeding one stream."""
+
+    def __init__(self, handler: IngestHandler, state: StreamState, *, resumed: bool) -> None:
+        self.handler = handler
+        self.state = state
+        self.cutter: GopCutter | None = None
+        self._resumed = resumed
+        self._pending: set[asyncio.Future[Delivery]] = set()
+        self._failed: BaseException | None = None
+
+    async def on_config(self, config: CodecConfig) -> None:
+        state = self.state
+        if self.cutter is not None:
+            last = self.cutter.flush()
+            if last is not None:
+                await self._publish(last)
+        state.config = config
+        self.cutter = GopCutter(state.stream_id, config, next_sequence=state.next_sequence)
+        if self._resumed or state.next_sequence > 0:
+            self.cutter.mark_discontinuity()
+
+    async def on_media(self, unit: MediaUnit) -> None:
+        if self._failed is not None:
+            raise DeliveryFailed(f"stream {self.state.stream_id}: {self._failed}")
+        if self.cutter is None:
+            return
+        gop = self.cutter.push(unit)
+        if gop is not None:
+            await self._publish(gop)
+
+    async def on_metadata(self, metadata: dict[str, object]) -> None:
+        title = metadata.get("title")
+        if isinstance(title, str):
+            self.state.title = title[:200]
+
+    async def _publish(self, gop: Gop) -> None:
+        state = self.state
+        state.next_sequence = gop.sequence + 1
+        future = await self.handler.publish_gop(state, gop)
+        if state.first_offset < 0:
+            delivery = await future  # the first GOP's offset goes into StreamStarted
+            state.gops_partition, state.first_offset = delivery.partition, delivery.offset
+            await self.handler.announce(state)
+            return
+        self._pending.add(future)
+        future.add_done_callback(self._delivered)
+
+    def _delivered(self, future: asyncio.Future[Delivery]) -> None:
+        self._pending.discard(future)
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            logger.error("stream %s: GOP delivery failed: %s", self.state.stream_id, error)
+            self._failed = error
+        else:
+            self.state.last_offset = max(self.state.last_offset, future.result().offset)
+
+    async def close(self, reason: str) -> None:
+        if self.cutter is not None and self._failed is None:
+            last = self.cutter.flush()
+            if last is not None:
+                await self._publish(last)
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        self.handler.disconnected(self.state, reason)

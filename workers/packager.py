@@ -1,0 +1,196 @@
+"""The packager: faust agents that turn `SegmentReady` events into live HLS playlists.
+
+State lives in faust tables (in memory, backed by their changelog topics), so a restarted
+packager recovers the same windows and continues the same playlists — same media sequence,
+same discontinuity count. Table keys stay in the partition of the segment's stream, so the
+tables are co-partitioned with `onair.segments` and each packager instance owns whole streams.
+
+Store layout written here:
+    live/<channel>/master.m3u8               master (written once every rendition has a segment)
+    live/<channel>/<rendition>/index.m3u8    live media playlist, segments as <stream_id>/N.ts
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from pipeline.errors import CodecError
+from pipeline.metrics import Registry
+from pipeline.playlist import (
+    BandwidthMeter,
+    LiveWindow,
+    SegmentEntry,
+    Variant,
+    render_master_playlist,
+)
+from pipeline.store import ObjectStore
+from schemas.codec import Codec
+from topics.specs import SEGMENTS
+
+logger = logging.getLogger(__name__)
+
+PLAYLIST_CACHE_CONTROL = "public, max-age=1"
+M3U8 = "application/vnd.apple.mpegurl"
+
+app = faust.App(
+    "onair-packager",
+    autodiscover=False,
+    store="memory://",
+    web_enabled=False,
+    producer_acks=-1,
+    topic_disable_leader=True,
+    table_cleanup_interval=60.0,
+)
+segments_topic = app.topic(
+    SEGMENTS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+)
+windows = app.Table("onair-packager-windows", default=None)  # "<stream>/<rendition>" → window
+masters = app.Table("onair-packager-masters", default=None)  # "<stream>" → variants + meters
+
+
+@dataclass
+class Packager:
+    """What the agent does with one event; kept apart from faust so it reads plainly."""
+
+    store: ObjectStore
+    window_size: int = 6
+    registry: Registry = field(default_factory=Registry)
+    codec: Codec = field(default_factory=Codec)
+
+    def __post_init__(self) -> None:
+        m = self.registry
+        self.events = m.counter("onair_packager_segments_total", "SegmentReady events handled.")
+        self.bad = m.counter("onair_packager_bad_events_total", "Events that could not be read.")
+        self.writes = m.counter("onair_packager_playlist_writes_total", "Playlists written.")
+
+    async def on_event(self, value: bytes | None) -> None:
+        try:
+            record = self.codec.expect("SegmentReady", value)
+        except CodecError as exc:
+            self.bad.inc()
+            logger.warning("packager skipped an event: %s", exc)
+            return
+        self.events.inc()
+        stream_id, rendition, channel = record["stream_id"], record["rendition"], record["channel"]
+        key = f"{stream_id}/{rendition}"
+        state = windows[key]
+        window = LiveWindow.from_dict(state) if state is not None else LiveWindow(self.window_size)
+        if record["end_of_stream"]:
+            changed = window.end_at(record["sequence"])
+        else:
+            changed = window.add(
+                SegmentEntry(
+                    sequence=record["sequence"],
+                    duration_90k=record["duration_90k"],
+                    uri=f"{stream_id}/{record['sequence']:06d}.ts",
+                    discontinuity=record["discontinuity"],
+                    program_date_time_ms=record["program_date_time_ms"],
+                    size_bytes=record["size_bytes"],
+                    start_pts_90k=record["start_pts_90k"],
+                )
+            )
+        if not changed:
+            return
+        windows[key] = window.to_dict()
+        await self._put(f"live/{channel}/{rendition}/index.m3u8", window.render())
+        if not record["end_of_stream"]:
+            await self._update_master(record)
+
+    async def _update_master(self, record: dict[str, Any]) -> None:
+        stream_id = record["stream_id"]
+        state: dict[str, Any] = masters[stream_id] or {"variants": {}, "written": ""}
+        variant = state["variants"].get(record["rendition"]) or {
+            "meter": {"peak_bps": 0, "total_bits": 0, "total_90k": 0}
+        }
+        meter = BandwidthMeter(**variant["meter"])
+        meter.add(record["size_bytes"], record["duration_90k"])
+        variant.update(
+            meter=dict(
+                peak_bps=meter.peak_bps, total_bits=meter.total_bits, total_90k=meter.total_90k
+            ),
+            width=record["width"],
+            height=record["height"],
+            fps=record["fps"],
+            codecs=record["codecs"],
+        )
+        state["variants"][record["rendition"]] = variant
+        expected = set(record["renditions"]) or {record["rendition"]}
+        text = ""
+        if expected <= set(state["variants"]):
+            text = render_master_playlist(
+                [
+                    Variant(
+                        uri=f"{name}/index.m3u8",
+                        bandwidth_bps=v["meter"]["peak_bps"],
+                        average_bandwidth_bps=BandwidthMeter(**v["meter"]).average_bps,
+                        width=v["width"],
+                        height=v["height"],
+                        fps=v["fps"],
+                        codecs=v["codecs"],
+                        name=name,
+                    )
+                    for name, v in state["variants"].items()
+                    if name in expected
+                ]
+            )
+        changed = text and text != state["written"]
+        if changed:
+            state["written"] = text
+        masters[stream_id] = state
+        if changed:
+            await self._put(f"live/{record['channel']}/master.m3u8", text)
+
+    async def _put(self, key: str, text: str) -> None:
+        await asyncio.to_thread(
+            self.store.put,
+            key,
+            text.encode(),
+            content_type=M3U8,
+            cache_control=PLAYLIST_CACHE_CONTROL,
+        )
+        self.writes.inc()
+
+
+_packager: Packager | None = None
+
+
+@app.agent(segments_topic)
+async def package(stream: Any) -> None:
+    async for value in stream:
+        assert _packager is not None, "configure() the packager before starting it"
+        await _packager.on_event(value)
+
+
+def configure(
+    bootstrap: str,
+    store: ObjectStore,
+    *,
+    window_size: int = 6,
+    partitions: int = 6,
+    replication: int = 1,
+    app_id: str = "onair-packager",
+    registry: Registry | None = None,
+) -> faust.App:
+    """Point the module-level app at a broker and a store (call once, before running)."""
+    global _packager
+    _packager = Packager(store, window_size, registry or Registry())
+    app.conf.id = app_id
+    brokers: Any = [f"kafka://{host}" for host in bootstrap.split(",")]
+    app.conf.broker = brokers
+    app.conf.topic_partitions = partitions
+    app.conf.topic_replication_factor = replication
+    app.conf.broker_commit_every = 1
+    app.conf.broker_commit_interval = 0.5
+    return app
+
+
+def run_worker(loglevel: str = "warn") -> None:
+    """Run the faust worker in this process until SIGINT/SIGTERM."""
+    from faust.worker import Worker
+
+    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
