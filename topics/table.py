@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 class TableReader:
-    def __init__(self, bootstrap: str, topic: str, record: str, codec: Codec | None = None):
+    def __init__(
+        self, bootstrap: str, topic: str, record: str | None, codec: Codec | None = None
+    ) -> None:
+        """`record`: the record type every value must have; None → any type, kept with its
+        type name under the key `"_type"` (e.g. the lifecycle events of `onair.streams`)."""
         self.topic = topic
         self.record = record
         self._codec = codec or Codec()
@@ -78,7 +82,11 @@ class TableReader:
         record: dict[str, Any] | None = None
         if value is not None:
             try:
-                record = self._codec.expect(self.record, value)
+                if self.record is None:
+                    name, record = self._codec.decode(value)
+                    record["_type"] = name
+                else:
+                    record = self._codec.expect(self.record, value)
             except CodecError as exc:
                 self.skipped += 1
                 logger.warning("skipped a record in %s: %s", self.topic, exc)
