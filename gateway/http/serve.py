@@ -1,0 +1,51 @@
+"""The whole HTTP gateway as `onair http` runs it: HLS origin, player, REST API, chat."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from gateway.http.api import ChannelApi
+from gateway.http.app import create_app
+from pipeline.metrics import Registry
+from pipeline.settings import Settings
+from pipeline.store import open_store
+from topics.channels import ChannelDirectory
+from topics.specs import STREAMS
+from topics.table import TableReader
+
+
+def build_app(settings: Settings, registry: Registry | None = None) -> Starlette:
+    registry = registry or Registry()
+    store = open_store(settings.storage_url, **settings.s3_options())
+    channels = ChannelDirectory(settings.kafka_bootstrap)
+    streams = TableReader(settings.kafka_bootstrap, STREAMS, None)
+
+    def urls(channel: str) -> dict[str, str]:
+        return {
+            "rtmp_url": settings.rtmp_url,
+            "playback_url": settings.playback_url(channel),
+            "player_url": settings.player_url(channel),
+        }
+
+    api = ChannelApi(channels, streams, settings.admin_token, urls)
+
+    @asynccontextmanager
+    async def directories(app: Starlette) -> AsyncIterator[None]:
+        del app
+        await asyncio.gather(asyncio.to_thread(channels.start), asyncio.to_thread(streams.start))
+        try:
+            yield
+        finally:
+            channels.stop()
+            streams.stop()
+
+    return create_app(
+        store,
+        extra_routes=api.routes,
+        lifespan_hooks=[directories],
+        registry=registry,
+    )

@@ -1,0 +1,455 @@
+"""The `onair` command: set-up, channels, status, and one sub-command per role.
+
+    onair up                               every role on this machine + channel `demo`
+    onair channel create NAME [--json]     prints the stream key once
+    onair channel rotate-key NAME [--json]
+    onair channel list
+    onair status                           live streams, consumer-group lag per role
+    onair topics                           create/reconcile every topic
+    onair ingest | package | http          one role in this process
+    onair transcode --rendition 720p60     one rung's transcode worker
+
+Roles import their dependencies lazily, so `pipeline` stays free of Kafka and media imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import OnairError
+from pipeline.settings import Settings
+
+logger = logging.getLogger("onair")
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    from topics.admin import ensure_topics as ensure
+    from topics.specs import all_topics
+
+    specs = all_topics(settings.partitions, settings.replay_retention_ms)
+    return ensure(settings.kafka_bootstrap, specs, settings.replication)
+
+
+# ---- channels ------------------------------------------------------------------------------
+
+
+def _directory(settings: Settings) -> Any:
+    from topics.channels import ChannelDirectory
+
+    directory = ChannelDirectory(settings.kafka_bootstrap)
+    directory.start()
+    return directory
+
+
+def _print_key(settings: Settings, channel: str, key: str, as_json: bool) -> None:
+    info = {
+        "channel": channel,
+        "stream_key": key,
+        "rtmp_url": settings.rtmp_url,
+        "playback_url": settings.playback_url(channel),
+    }
+    if as_json:
+        print(json.dumps(info))
+        return
+    print(f"channel:      {channel}")
+    print(f"rtmp url:     {settings.rtmp_url}   (OBS: Server)")
+    print(f"stream key:   {key}   (OBS: Stream Key; shown once, keep it secret)")
+    print(
+        f"publish with: ffmpeg -re -i INPUT -c:v libx264 -g 60 -c:a aac -f flv "
+        f"{settings.rtmp_url}/<stream key>"
+    )
+    print(f"watch:        {settings.playback_url(channel)}")
+    print(f"player:       {settings.player_url(channel)}")
+
+
+def cmd_channel_create(args: argparse.Namespace, settings: Settings) -> int:
+    ensure_topics(settings)
+    directory = _directory(settings)
+    try:
+        key = directory.create(args.name)
+    finally:
+        directory.stop()
+    assert key is not None
+    _print_key(settings, args.name, key, args.json)
+    return 0
+
+
+def cmd_channel_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    directory = _directory(settings)
+    try:
+        key = directory.rotate_key(args.name)
+    finally:
+        directory.stop()
+    _print_key(settings, args.name, key, args.json)
+    return 0
+
+
+def cmd_channel_list(args: argparse.Namespace, settings: Settings) -> int:
+    del args
+    directory = _directory(settings)
+    try:
+        for name in directory.names():
+            print(name)
+    finally:
+        directory.stop()
+    return 0
+
+
+def demo_key(settings: Settings, channel: str = "demo") -> str:
+    """The demo channel's key for `onair up`: created once, kept in the state dir (mode 600)
+    so the same OBS settings work across restarts; re-issued if the file is gone."""
+    path = Path(settings.state_dir) / f"{channel}.key"
+    directory = _directory(settings)
+    try:
+        if path.exists() and directory.find_by_key(path.read_text().strip()) == channel:
+            return path.read_text().strip()
+        key: str = directory.create(channel, exist_ok=True) or directory.rotate_key(channel)
+    finally:
+        directory.stop()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+# ---- status --------------------------------------------------------------------------------
+
+
+def role_groups(settings: Settings) -> dict[str, tuple[str, str]]:
+    """Consumer group and topic of each role, for lag."""
+    from topics.specs import GOPS, SEGMENTS
+
+    groups = {
+        f"transcode {r.name}": (f"onair.transcode.{r.name}", GOPS) for r in settings.ladder.rungs
+    }
+    groups["package"] = ("onair-packager", SEGMENTS)
+    groups["vod"] = ("onair.vod", "onair.streams")
+    return groups
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    del args
+    from gateway.http.api import live_streams
+    from topics.admin import group_lag
+    from topics.specs import STREAMS
+    from topics.table import TableReader
+
+    streams = TableReader(settings.kafka_bootstrap, STREAMS, None)
+    streams.start()
+    streams.stop()
+    live = live_streams(streams)
+    print(f"live streams: {len(live)}")
+    for stream in live:
+        print(f"  {stream['channel']:<16} {stream['stream_id']}")
+    print("consumer-group lag (messages behind, per partition):")
+    for role, (group, topic) in role_groups(settings).items():
+        try:
+            lags = group_lag(settings.kafka_bootstrap, group, topic)
+        except Exception as exc:  # a group that never ran has nothing to say
+            print(f"  {role:<18} {group:<28} unavailable: {exc}")
+            continue
+        total = sum(p.lag for p in lags)
+        per = " ".join(str(p.lag) for p in lags)
+        print(f"  {role:<18} {group:<28} total {total:<6} [{per}]")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    del args
+    created = ensure_topics(settings)
+    print("created: " + (", ".join(created) or "nothing (all present)"))
+    return 0
+
+
+# ---- roles ---------------------------------------------------------------------------------
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop())
+
+
+def _metrics(settings: Settings, args: argparse.Namespace, registry: Any) -> None:
+    port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
+    if port:
+        from pipeline.metrics_server import serve_metrics
+
+        serve_metrics(registry, settings.http_host, port)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from gateway.ingest import IngestHandler
+    from gateway.rtmp.guard import AuthGuard
+    from gateway.rtmp.server import RtmpServer
+    from pipeline.metrics import Registry
+    from topics.channels import ChannelDirectory
+    from topics.client import AsyncProducer
+
+    registry = Registry()
+    _metrics(settings, args, registry)
+
+    async def run() -> None:
+        channels = ChannelDirectory(settings.kafka_bootstrap)
+        await asyncio.to_thread(channels.start)
+        producer = AsyncProducer(settings.kafka_bootstrap)
+        handler = IngestHandler(
+            producer, channels, settings.ladder, settings.reconnect_grace_s, registry
+        )
+        guard = AuthGuard(max_failures=settings.auth_max_failures, block_s=settings.auth_block_s)
+        server = RtmpServer(settings.rtmp_host, settings.rtmp_port, handler, guard)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await server.start()
+        logger.info("ingest: rtmp://%s:%d/live", settings.rtmp_host, server.port)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+            await handler.end_all()
+            producer.close()
+            channels.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.metrics import Registry
+    from pipeline.store import open_store
+    from workers.transcode import TranscodeWorker
+
+    try:
+        rung = settings.ladder.get(args.rendition)
+    except KeyError:
+        names = ", ".join(r.name for r in settings.ladder.rungs)
+        raise OnairError(f"no rung {args.rendition!r} in the ladder ({names})") from None
+    registry = Registry()
+    _metrics(settings, args, registry)
+    worker = TranscodeWorker(
+        settings.kafka_bootstrap,
+        rung,
+        settings.ladder,
+        open_store(settings.storage_url, **settings.s3_options()),
+        preset=settings.x264_preset,
+        registry=registry,
+    )
+    _stop_on_signals(worker.stop_event.set)
+    worker.run()
+    return 0
+
+
+def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.metrics import Registry
+    from pipeline.store import open_store
+    from workers import packager
+
+    registry = Registry()
+    _metrics(settings, args, registry)
+    packager.configure(
+        settings.kafka_bootstrap,
+        open_store(settings.storage_url, **settings.s3_options()),
+        window_size=settings.playlist_window,
+        partitions=settings.partitions,
+        replication=settings.replication,
+        registry=registry,
+    )
+    packager.run_worker()
+    return 0
+
+
+def cmd_http(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from gateway.http.serve import build_app
+
+    port = args.port if args.port is not None else settings.http_port
+    uvicorn.run(
+        build_app(settings),
+        host=settings.http_host,
+        port=port,
+        log_level="warning",
+        ws_max_size=65536,
+    )
+    return 0
+
+
+# ---- up: every role on this machine --------------------------------------------------------
+
+
+class Supervisor:
+    """Runs each role as a child process and restarts one that dies (it resumes from its
+    committed offsets), until stopped."""
+
+    def __init__(self, roles: dict[str, list[str]], log_dir: Path) -> None:
+        self.roles = roles
+        self.log_dir = log_dir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = threading.Event()
+
+    def start(self, name: str) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name.replace(' ', '-')}.log", "ab")  # noqa: SIM115
+        self.children[name] = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *self.roles[name]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def run(self) -> None:
+        for name in self.roles:
+            self.start(name)
+        while not self.stopping.wait(1.0):
+            for name, child in list(self.children.items()):
+                code = child.poll()
+                if code is not None and not self.stopping.is_set():
+                    logger.warning("%s exited with %s; restarting", name, code)
+                    self.start(name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in self.children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    del args
+    ensure_topics(settings)
+    key = demo_key(settings)
+    roles: dict[str, list[str]] = {
+        "ingest": ["ingest", "--metrics-port", "9101"],
+        "package": ["package", "--metrics-port", "9102"],
+        "http": ["http"],
+    }
+    for index, rung in enumerate(settings.ladder.rungs):
+        roles[f"transcode {rung.name}"] = [
+            "transcode",
+            "--rendition",
+            rung.name,
+            "--metrics-port",
+            str(9110 + index),
+        ]
+    log_dir = Path(settings.state_dir) / "logs"
+    supervisor = Supervisor(roles, log_dir)
+    _stop_on_signals(supervisor.stop)
+    print("onair is up: " + ", ".join(roles))
+    _print_key(settings, "demo", key, as_json=False)
+    print(f"logs:         {log_dir}/   metrics: :8080/metrics, :9101-9102, :9110+")
+    print("stop with Ctrl-C", flush=True)
+    try:
+        supervisor.run()
+    finally:
+        supervisor.stop()
+    return 0
+
+
+# ---- argument parsing ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onair", description="Live streaming on Kafka.")
+    parser.add_argument("--log-level", default=os.environ.get("ONAIR_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.set_defaults(func=func)
+        return command
+
+    add("up", cmd_up, "run every role on this machine and create channel demo")
+    add("status", cmd_status, "live streams and consumer-group lag per role")
+    add("topics", cmd_topics, "create or reconcile every topic")
+
+    channel = sub.add_parser("channel", help="create channels and manage stream keys")
+    channel_sub = channel.add_subparsers(dest="channel_command", required=True)
+    create = channel_sub.add_parser("create", help="create a channel (prints its key once)")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(func=cmd_channel_create)
+    rotate = channel_sub.add_parser("rotate-key", help="issue a new stream key")
+    rotate.add_argument("name")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(func=cmd_channel_rotate)
+    listing = channel_sub.add_parser("list", help="list channels")
+    listing.set_defaults(func=cmd_channel_list)
+
+    for name, func, help_text in [
+        ("ingest", cmd_ingest, "RTMP ingest server"),
+        ("package", cmd_package, "packager (faust worker)"),
+        ("transcode", cmd_transcode, "transcode worker for one rung"),
+        ("http", cmd_http, "HTTP gateway: HLS origin, player, API, chat"),
+    ]:
+        role = add(name, func, help_text)
+        role.add_argument("--metrics-port", type=int, default=None)
+        if name == "transcode":
+            role.add_argument("--rendition", required=True, help="rung name, e.g. 720p60")
+        if name == "http":
+            role.add_argument("--port", type=int, default=None)
+    _register_extensions(sub)
+    return parser
+
+
+def _register_extensions(sub: Any) -> None:
+    """Sub-commands that other parts add (chat, VOD), when present."""
+    import importlib
+
+    for module in ("pipeline.cli_chat", "pipeline.cli_vod"):
+        try:
+            extension = importlib.import_module(module)
+        except ModuleNotFoundError:
+            continue
+        extension.register(sub, Settings.from_env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        settings = Settings.from_env()
+        code: int = args.func(args, settings)
+        return code
+    except OnairError as exc:
+        print(f"onair: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
