@@ -188,6 +188,7 @@ _PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · onair</title>
+<link rel="icon" href="data:,">
 {css}
 </head>
 <body data-kind="{kind}">
