@@ -273,7 +273,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = Registry()
     _metrics(settings, args, registry)
-    packager.configure(
+    app = packager.build_app(
         settings.kafka_bootstrap,
         open_store(settings.storage_url, **settings.s3_options()),
         window_size=settings.playlist_window,
@@ -281,7 +281,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
         replication=settings.replication,
         registry=registry,
     )
-    packager.run_worker()
+    packager.run_worker(app)
     return 0
 
 

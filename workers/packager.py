@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,27 +38,14 @@ logger = logging.getLogger(__name__)
 PLAYLIST_CACHE_CONTROL = "public, max-age=1"
 M3U8 = "application/vnd.apple.mpegurl"
 
-app = faust.App(
-    "onair-packager",
-    autodiscover=False,
-    store="memory://",
-    web_enabled=False,
-    producer_acks=-1,
-    topic_disable_leader=True,
-    table_cleanup_interval=60.0,
-)
-segments_topic = app.topic(
-    SEGMENTS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-)
-windows = app.Table("onair-packager-windows", default=None)  # "<stream>/<rendition>" → window
-masters = app.Table("onair-packager-masters", default=None)  # "<stream>" → variants + meters
-
 
 @dataclass
 class Packager:
     """What the agent does with one event; kept apart from faust so it reads plainly."""
 
     store: ObjectStore
+    windows: MutableMapping[str, Any]
+    masters: MutableMapping[str, Any]
     window_size: int = 6
     registry: Registry = field(default_factory=Registry)
     codec: Codec = field(default_factory=Codec)
@@ -78,7 +66,7 @@ class Packager:
         self.events.inc()
         stream_id, rendition, channel = record["stream_id"], record["rendition"], record["channel"]
         key = f"{stream_id}/{rendition}"
-        state = windows[key]
+        state = self.windows.get(key)
         window = LiveWindow.from_dict(state) if state is not None else LiveWindow(self.window_size)
         if record["end_of_stream"]:
             changed = window.end_at(record["sequence"])
@@ -96,14 +84,14 @@ class Packager:
             )
         if not changed:
             return
-        windows[key] = window.to_dict()
+        self.windows[key] = window.to_dict()
         await self._put(f"live/{channel}/{rendition}/index.m3u8", window.render())
         if not record["end_of_stream"]:
             await self._update_master(record)
 
     async def _update_master(self, record: dict[str, Any]) -> None:
         stream_id = record["stream_id"]
-        state: dict[str, Any] = masters[stream_id] or {"variants": {}, "written": ""}
+        state: dict[str, Any] = self.masters.get(stream_id) or {"variants": {}, "written": ""}
         variant = state["variants"].get(record["rendition"]) or {
             "meter": {"peak_bps": 0, "total_bits": 0, "total_90k": 0}
         }
@@ -141,7 +129,7 @@ class Packager:
         changed = text and text != state["written"]
         if changed:
             state["written"] = text
-        masters[stream_id] = state
+        self.masters[stream_id] = state
         if changed:
             await self._put(f"live/{record['channel']}/master.m3u8", text)
 
@@ -156,17 +144,7 @@ class Packager:
         self.writes.inc()
 
 
-_packager: Packager | None = None
-
-
-@app.agent(segments_topic)
-async def package(stream: Any) -> None:
-    async for value in stream:
-        assert _packager is not None, "configure() the packager before starting it"
-        await _packager.on_event(value)
-
-
-def configure(
+def build_app(
     bootstrap: str,
     store: ObjectStore,
     *,
@@ -176,21 +154,45 @@ def configure(
     app_id: str = "onair-packager",
     registry: Registry | None = None,
 ) -> faust.App:
-    """Point the module-level app at a broker and a store (call once, before running)."""
-    global _packager
-    _packager = Packager(store, window_size, registry or Registry())
-    app.conf.id = app_id
-    brokers: Any = [f"kafka://{host}" for host in bootstrap.split(",")]
-    app.conf.broker = brokers
-    app.conf.topic_partitions = partitions
-    app.conf.topic_replication_factor = replication
-    app.conf.broker_commit_every = 1
-    app.conf.broker_commit_interval = 0.5
+    """The faust app: one topic, two tables, one agent. Built by a factory (not at import) so
+    the broker and store come from the entry point, before faust finalizes its settings."""
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{host}" for host in bootstrap.split(",")],
+        autodiscover=False,
+        store="memory://",
+        web_enabled=False,
+        producer_acks=-1,
+        topic_partitions=partitions,
+        topic_replication_factor=replication,
+        broker_commit_every=1,
+        broker_commit_interval=0.5,
+        table_cleanup_interval=60.0,
+    )
+    segments = app.topic(
+        SEGMENTS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    # "<stream>/<rendition>" → LiveWindow; "<stream>" → variants and bandwidth meters
+    packager = Packager(
+        store,
+        windows=app.Table("onair-packager-windows"),
+        masters=app.Table("onair-packager-masters"),
+        window_size=window_size,
+        registry=registry or Registry(),
+    )
+
+    @app.agent(segments)
+    async def package(stream: Any) -> None:
+        async for value in stream:
+            await packager.on_event(value)
+
     return app
 
 
-def run_worker(loglevel: str = "warn") -> None:
+def run_worker(app: faust.App, loglevel: str = "warn") -> None:
     """Run the faust worker in this process until SIGINT/SIGTERM."""
     from faust.worker import Worker
 
-    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # no terminal animation in log files
+    worker.execute_from_commandline()
