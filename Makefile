@@ -1,0 +1,77 @@
+# onair — install what is missing, start the real services, run the tests.
+# Everything installs into .venv/ and .cache/; services keep their state and logs in .run/.
+# All three are ignored by git. Every target is safe to run again.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.onair-deps-installed
+
+# Debian packages the tests need (infra/system also checks Java 17+ and Maven).
+# CHROMIUM_PACKAGES is filled in by the browser-test work (chromium chromium-driver).
+CHROMIUM_PACKAGES ?=
+SYSTEM_PACKAGES := ffmpeg $(CHROMIUM_PACKAGES)
+
+STARTED_BY_TEST := .run/started-by-test
+PYTEST_ARGS ?= -q tests
+TEST_ENV := \
+	ONAIR_KAFKA_BOOTSTRAP=localhost:9092 \
+	ONAIR_S3_ENDPOINT=http://127.0.0.1:9000 \
+	ONAIR_S3_ACCESS_KEY=onair \
+	ONAIR_S3_SECRET_KEY=onair-secret-key \
+	ONAIR_S3_BUCKET=onair
+
+.PHONY: help venv system services stop up lint test
+
+help:
+	@echo "make up        install what is missing, start Kafka + S3 and the platform"
+	@echo "make services  start only Kafka (localhost:9092) and S3 (127.0.0.1:9000)"
+	@echo "make stop      stop the services the repo started"
+	@echo "make test      install, start services, lint, run the whole suite, stop what it started"
+	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make venv      .venv with the project and its dev tools"
+	@echo "make system    Debian packages the tests need (ffmpeg, Java 17+, Maven)"
+	@echo "infra/kafka, infra/s3, infra/services: finer control (cluster mode, restart, status)"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+system:
+	@infra/system $(SYSTEM_PACKAGES)
+
+services: system
+	@infra/services up
+
+stop:
+	@infra/services down
+
+up: venv system services
+	@if [ -f pipeline/cli.py ]; then \
+		$(VENV)/bin/onair up; \
+	else \
+		echo "Kafka (localhost:9092) and S3 (http://127.0.0.1:9000, bucket onair) are running;"; \
+		echo "logs in .run/logs/. The platform itself (onair up) is not built yet."; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict infra/local_services.py tests/conftest.py
+
+# Services start in the background while lint runs; whatever this run started (listed in
+# $(STARTED_BY_TEST)) is stopped afterwards, pass or fail, and make exits with the status.
+test: venv system
+	@infra/services up --no-wait --record $(STARTED_BY_TEST)
+	@status=0; \
+	{ $(MAKE) --no-print-directory lint \
+		&& infra/services wait \
+		&& env $(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS); } || status=$$?; \
+	infra/services down --recorded $(STARTED_BY_TEST); \
+	exit $$status
