@@ -42,8 +42,11 @@ def make_flv(
     audio: bool = True,
     bframes: int = 2,
     video_kbps: int = 3000,
+    bt709: bool = False,
 ) -> Path:
-    """Render a test pattern (H.264 High, fixed GOP, B-frames) and a sine (AAC-LC) into FLV."""
+    """Render a test pattern (H.264 High, fixed GOP, B-frames) and a sine (AAC-LC) into FLV.
+    `bt709` tags the video as OBS does (BT.709 primaries, transfer and matrix, limited
+    range); otherwise it carries no colour description."""
     gop_frames = round(fps * gop_seconds)
     cmd = [
         FFMPEG, "-nostdin", "-v", "error", "-y",
@@ -56,6 +59,9 @@ def make_flv(
         "-b:v", f"{video_kbps}k", "-bf", str(bframes),
         "-g", str(gop_frames), "-keyint_min", str(gop_frames), "-sc_threshold", "0",
     ]  # fmt: skip
+    if bt709:
+        cmd += ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+        cmd += ["-color_range", "tv"]
     if audio:
         cmd += ["-c:a", "aac", "-b:a", "96k", "-ac", "2"]
     cmd += ["-f", "flv", str(path)]

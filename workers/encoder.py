@@ -56,6 +56,7 @@ PIX_FMT = "yuv420p"
 SCALER = Interpolation.BICUBIC
 MUX_DELAY_90K = CLOCK_90K * 4 // 10  # PCR lead over the first DTS; audio PES span is half
 _NAL_SPS = 7
+_COLOR_RANGE_MPEG = 1  # AVCOL_RANGE_MPEG: limited ("tv") range
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +89,16 @@ class GopTranscoder:
         decoder = self._decoder_for(gop.config.avc_config)
         audio: list[MediaUnit] = []
         failed = 0
+        first_error = ""
         for unit in gop.units:
             if unit.track is Track.AUDIO:
                 audio.append(unit)
                 continue
             try:
                 frames = decoder.decode(_packet(unit))
-            except av.error.FFmpegError as exc:
+            except av.error.FFmpegError as exc:  # a broken access unit: skip it, go on
                 failed += 1
-                logger.debug("GOP %d: packet at pts %d: %s", gop.sequence, unit.pts_90k, exc)
+                first_error = first_error or str(exc)
                 continue
             run.take(frames)
         try:
@@ -108,11 +110,12 @@ class GopTranscoder:
         if run.encoder is None:
             raise MediaError(
                 f"GOP {gop.sequence}: no frame decoded from {len(gop.video)} video packets"
+                + (f" ({failed} refused, first: {first_error})" if failed else "")
             )
         if failed:
             logger.warning(
-                "stream %s GOP %d: %d of %d video packets failed to decode",
-                gop.stream_id, gop.sequence, failed, len(gop.video),
+                "stream %s GOP %d: %d of %d video packets failed to decode (first: %s)",
+                gop.stream_id, gop.sequence, failed, len(gop.video), first_error,
             )  # fmt: skip
         return run.finish(audio)
 
@@ -160,8 +163,11 @@ class _GopRun:
     def __init__(self, owner: GopTranscoder, gop: Gop) -> None:
         self.owner = owner
         self.gop = gop
-        self.step = owner.rendition.frame_step(gop.config.fps)
-        self.fps = gop.config.fps / self.step
+        source_fps = gop.config.fps
+        if source_fps <= 0:  # no frame rate in the metadata: count the GOP's frames
+            source_fps = len(gop.video) * CLOCK_90K / gop.duration_90k
+        self.step = owner.rendition.frame_step(source_fps)
+        self.fps = source_fps / self.step
         self.encoder: VideoCodecContext | None = None
         self.size = (0, 0)
         self.packets: list[Packet[Stream]] = []
@@ -186,6 +192,7 @@ class _GopRun:
             rendition = self.owner.rendition
             self.size = rendition.output_size(frame.width, frame.height)
             self.encoder = self.owner._new_encoder(*self.size, self.fps)
+            _copy_color_tags(frame, self.encoder)
         width, height = self.size
         out = self.owner._scaler.reformat(
             frame, width, height, PIX_FMT, interpolation=SCALER, threads=self.owner.threads
@@ -244,6 +251,16 @@ class _GopRun:
             for _, _, packet in queue:
                 container.mux_one(packet)
         return buffer.getvalue()
+
+
+def _copy_color_tags(frame: VideoFrame, encoder: VideoCodecContext) -> None:
+    """Carry the source's colour description into the output's VUI, as ffmpeg does. Scaling
+    keeps primaries, transfer and matrix; it only turns full-range `yuvj*` into limited."""
+    encoder.color_primaries = frame.color_primaries
+    encoder.color_trc = frame.color_trc
+    encoder.colorspace = frame.colorspace
+    full_range_format = frame.format.name.startswith("yuvj")
+    encoder.color_range = _COLOR_RANGE_MPEG if full_range_format else frame.color_range
 
 
 def _add_aac(container: av.container.OutputContainer, config: CodecConfig) -> AudioStream:

@@ -169,6 +169,26 @@ def test_60_fps_source_keeps_every_other_frame_on_30_fps_rungs(media_dir: Path) 
         assert {(f["width"], f["height"]) for f in frames} == {size}
 
 
+def test_frame_rate_missing_from_metadata_is_counted(media_dir: Path) -> None:
+    gops = gops_from_flv(cached_flv(media_dir, seconds=2, size="320x180", fps=60), "s60")
+    gop = dataclasses.replace(gops[0], config=dataclasses.replace(gops[0].config, fps=0.0))
+    segment = GopTranscoder(LADDER.get("160p30")).transcode(gop)
+    assert segment.fps == pytest.approx(30, abs=0.1)
+
+
+@pytest.mark.parametrize("bt709", [True, False], ids=["bt709", "untagged"])
+def test_colour_description_follows_the_source(bt709: bool, media_dir: Path) -> None:
+    flv = cached_flv(media_dir, seconds=2, size="320x180", audio=False, bt709=bt709)
+    segment = GopTranscoder(LADDER.get("160p30")).transcode(gops_from_flv(flv)[0])
+    path = media_dir / f"colour-{bt709}.ts"
+    path.write_bytes(segment.data)
+    (video,) = probe_streams(path)
+    expected = {"color_space": "bt709", "color_primaries": "bt709", "color_transfer": "bt709"}
+    for key, value in expected.items():
+        assert video.get(key) == (value if bt709 else None), key
+    assert video.get("color_range") == ("tv" if bt709 else None)
+
+
 def test_source_without_audio(media_dir: Path) -> None:
     gops = gops_from_flv(cached_flv(media_dir, seconds=2, size="320x180", audio=False), "mute")
     segment = GopTranscoder(LADDER.get("160p30")).transcode(gops[0])
