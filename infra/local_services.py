@@ -273,7 +273,8 @@ def _pid_alive(pid: int, marker: str) -> bool:
     except OSError:
         return False
     state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X") and marker in cmdline
+    # An exiting process has an empty command line while it still holds its ports.
+    return state not in ("Z", "X") and (marker in cmdline or not cmdline.strip())
 
 
 @dataclass(frozen=True)
@@ -336,6 +337,9 @@ class Proc:
                 timeout_s = float("inf")
             time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
+        port_deadline = time.monotonic() + 10.0
+        while port_open(self.host, self.port, 0.2) and time.monotonic() < port_deadline:
+            time.sleep(0.1)
         how = "killed" if kill else "stopped"
         logger.info("%s: %s pid %d in %.1f s", self.name, how, pid, time.monotonic() - started)
         return True
@@ -744,7 +748,9 @@ def cluster_start(*, fresh: bool = False) -> bool:
     with _locked("kafka-cluster"):
         if fresh and all(node.proc.running_pid() is None for node in nodes):
             shutil.rmtree(RUN / "kafka-cluster", ignore_errors=True)
-        return _start_nodes(nodes, len(nodes), CLUSTER_ID_FILE, wait=True)
+        started = _start_nodes(nodes, len(nodes), CLUSTER_ID_FILE, wait=True)
+        _wait_cluster_consistent()
+        return started
 
 
 def cluster_stop() -> bool:
@@ -759,17 +765,50 @@ def cluster_status() -> bool:
     return ok
 
 
+def _wait_cluster_consistent(timeout_s: float = START_TIMEOUT_S) -> set[int]:
+    """Wait until every running node lists exactly the running nodes as live brokers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nodes = [cluster_node(n) for n in CLUSTER_NODES]
+        running = {n.node_id for n in nodes if n.proc.running_pid() is not None}
+        views: dict[int, set[int] | str] = {}
+        for node in nodes:
+            if node.node_id in running:
+                try:
+                    meta = kafka_metadata(KAFKA_HOST, node.port)
+                    views[node.node_id] = {b[0] for b in meta.brokers}
+                except (OSError, struct.error) as err:
+                    views[node.node_id] = f"no answer ({err})"
+        if running and all(view == running for view in views.values()):
+            return running
+        if time.monotonic() > deadline:
+            raise InfraError(
+                f"the cluster did not settle in {timeout_s:.0f} s: running nodes "
+                f"{sorted(running)}, live brokers seen by each: {views}"
+            )
+        time.sleep(0.3)
+
+
 def node_stop(node_id: int, *, kill: bool = False) -> None:
+    """Stop one cluster node; returns once the other nodes no longer list it."""
     node = cluster_node(node_id)
     with _locked("kafka-cluster"):
         if not node.proc.stop(kill=kill):
             logger.info("%s: was not running", node.name)
+        started = time.monotonic()
+        live = _wait_cluster_consistent()
+        logger.info(
+            "cluster: live brokers %s (settled in %.1f s)", sorted(live), time.monotonic() - started
+        )
 
 
 def node_start(node_id: int) -> None:
+    """Start one cluster node; returns once every running node lists every running node."""
     node = cluster_node(node_id)
     with _locked("kafka-cluster"):
-        _start_nodes([node], len(CLUSTER_NODES), CLUSTER_ID_FILE, wait=True)
+        _start_nodes([node], 1, CLUSTER_ID_FILE, wait=True)
+        live = _wait_cluster_consistent()
+        logger.info("cluster: live brokers %s", sorted(live))
 
 
 def kafka_tool(args: Sequence[str]) -> int:

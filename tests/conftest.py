@@ -20,6 +20,8 @@ Tests marked ``integration`` or ``e2e`` get Kafka and S3 checked before they run
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -46,6 +48,8 @@ CLUSTER_NODES = (1, 2, 3)
 CLUSTER_BOOTSTRAP = ",".join(f"localhost:{19091 + n}" for n in CLUSTER_NODES)
 SERVICES_HINT = "start the services with `make services` (or run the suite with `make test`)"
 INFRA_TIMEOUT_S = 240.0
+CLUSTER_LEASE = ROOT / ".run" / "kafka-cluster.lease"
+CLUSTER_LEASE_TIMEOUT_S = 900.0
 
 
 def live_brokers(bootstrap: str, timeout_s: float = 10.0) -> set[int]:
@@ -159,23 +163,60 @@ class KafkaCluster:
             self.start_node(node_id)
 
 
+@contextlib.contextmanager
+def _cluster_lease(timeout_s: float = CLUSTER_LEASE_TIMEOUT_S) -> Iterator[None]:
+    """Hold the cluster alone for this pytest session.
+
+    Tests stop and start nodes, so two sessions (two developers, or an agent and CI on one
+    machine) sharing the cluster would break each other; the second one waits here.
+    """
+    CLUSTER_LEASE.parent.mkdir(parents=True, exist_ok=True)
+    with CLUSTER_LEASE.open("a") as lease:
+        deadline = time.monotonic() + timeout_s
+        waited = False
+        while True:
+            try:
+                fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"another pytest session has held the 3-broker cluster for "
+                        f"{timeout_s:.0f} s ({CLUSTER_LEASE})",
+                        pytrace=False,
+                    )
+                if not waited:
+                    logger.warning("waiting for another pytest session to release the cluster")
+                    waited = True
+                time.sleep(1.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(lease, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def kafka_cluster() -> Iterator[KafkaCluster]:
-    """The 3-broker cluster on localhost:19092-19094, started fresh unless already running."""
-    already_running = _infra_kafka("cluster-status").returncode == 0
-    if not already_running:
-        started = time.monotonic()
-        _infra_kafka_ok("cluster-start", "--fresh")
-        logger.info("3-broker cluster up in %.1f s", time.monotonic() - started)
-    cluster = KafkaCluster()
-    wait_for_brokers(cluster.bootstrap, set(cluster.node_ids))
-    try:
-        yield cluster
-    finally:
-        if already_running:
-            cluster.heal()
-        else:
-            _infra_kafka_ok("cluster-stop")
+    """The 3-broker cluster on localhost:19092-19094, started fresh unless already running.
+
+    The session holds the cluster alone (see ``_cluster_lease``) and stops it at the end if it
+    started it; a cluster that was already running is only healed (stopped nodes restarted).
+    """
+    with _cluster_lease():
+        already_running = _infra_kafka("cluster-status").returncode == 0
+        if not already_running:
+            started = time.monotonic()
+            _infra_kafka_ok("cluster-start", "--fresh")
+            logger.info("3-broker cluster up in %.1f s", time.monotonic() - started)
+        cluster = KafkaCluster()
+        wait_for_brokers(cluster.bootstrap, set(cluster.node_ids))
+        try:
+            yield cluster
+        finally:
+            if already_running:
+                cluster.heal()
+            else:
+                _infra_kafka_ok("cluster-stop")
 
 
 # ------------------------------------------------------------------------------- S3
