@@ -1,0 +1,279 @@
+"""The asyncio RTMP listener: one task per connection, each driving an `RtmpSession`.
+
+A connection reads with deadlines (the handshake through publish must finish within
+`handshake_timeout_s`; after that, `idle_timeout_s` between reads), writes with
+`write_timeout_s`, and awaits the publication's callbacks inline, so a slow consumer slows its
+own publisher (TCP backpressure) and nobody else. A refused publish is counted against the
+client address in the `AuthGuard`; a blocked address is refused before the handler is asked.
+A broken session is logged in one line (address and error, never the key) and closed alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+
+from gateway.rtmp.guard import AuthGuard
+from gateway.rtmp.session import (
+    ConfigReady,
+    Event,
+    Media,
+    Metadata,
+    PublishEnded,
+    PublishRequested,
+    RtmpSession,
+    SessionState,
+)
+from gateway.rtmp.types import Publication, PublishHandler
+from pipeline.errors import AuthError, ProtocolError
+
+__all__ = ["Publication", "PublishHandler", "RtmpServer", "ServerCounts"]
+
+logger = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+BLOCKED_MESSAGE = "Too many failed attempts from this address; try again later."
+
+
+@dataclass(slots=True)
+class ServerCounts:
+    connections_open: int = 0
+    connections_total: int = 0
+    connections_rejected_total: int = 0  # over max_connections
+    publishes_total: int = 0
+    publishes_refused_total: int = 0
+    protocol_errors_total: int = 0
+    timeouts_total: int = 0
+
+
+class RtmpServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: PublishHandler,
+        guard: AuthGuard | None = None,
+        *,
+        app: str = "live",
+        handshake_timeout_s: float = 10.0,
+        idle_timeout_s: float = 30.0,
+        write_timeout_s: float = 10.0,
+        max_connections: int = 256,
+    ) -> None:
+        self.host = host
+        self.handler = handler
+        self.guard = guard if guard is not None else AuthGuard()
+        self.app = app
+        self.handshake_timeout_s = handshake_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.write_timeout_s = write_timeout_s
+        self.max_connections = max_connections
+        self.counts = ServerCounts()
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when constructed with port 0)."""
+        if self._server is not None and self._server.sockets:
+            port: int = self._server.sockets[0].getsockname()[1]
+            return port
+        return self._port
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self._port, limit=READ_SIZE
+        )
+        logger.info("rtmp: listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        logger.info("rtmp: stopped")
+
+    async def __aenter__(self) -> RtmpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        peer = _peer_address(writer)
+        if task is None or len(self._tasks) >= self.max_connections:
+            self.counts.connections_rejected_total += 1
+            writer.close()
+            return
+        self._tasks.add(task)
+        self.counts.connections_total += 1
+        self.counts.connections_open += 1
+        try:
+            await _Connection(self, reader, writer, peer).run()
+        except asyncio.CancelledError:
+            # stop() cancels connections after their cleanup ran; ending normally keeps
+            # asyncio's stream callback (3.11) from reporting the cancellation as an error
+            pass
+        finally:
+            self.counts.connections_open -= 1
+            self._tasks.discard(task)
+
+
+class _Connection:
+    def __init__(
+        self,
+        server: RtmpServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.session = RtmpSession(app=server.app)
+        self.publication: Publication | None = None
+
+    async def run(self) -> None:
+        server = self.server
+        loop = asyncio.get_running_loop()
+        setup_deadline = loop.time() + server.handshake_timeout_s
+        reason = "disconnected"
+        clean = False
+        set_up = False  # published once: from then on only the idle timeout applies
+        try:
+            while not self.session.closing:
+                set_up = set_up or self.session.state is SessionState.PUBLISHING
+                if set_up:
+                    timeout = server.idle_timeout_s
+                else:
+                    timeout = max(0.0, setup_deadline - loop.time())
+                try:
+                    async with asyncio.timeout(timeout):
+                        data = await self.reader.read(READ_SIZE)
+                except TimeoutError:
+                    server.counts.timeouts_total += 1
+                    reason = "timeout"
+                    logger.info(
+                        "rtmp %s: closing: timed out in %s", self.peer, self.session.state.value
+                    )
+                    break
+                if not data:
+                    clean = True
+                    break
+                out, events = self.session.feed(data)
+                await self._send(out)
+                await self._dispatch(events)
+        except ProtocolError as exc:
+            server.counts.protocol_errors_total += 1
+            reason = f"protocol error: {exc}"
+            logger.warning("rtmp %s: closing: %s: %s", self.peer, type(exc).__name__, exc)
+        except (ConnectionError, TimeoutError) as exc:
+            reason = "connection lost"
+            logger.info("rtmp %s: connection lost: %s", self.peer, type(exc).__name__)
+        except asyncio.CancelledError:
+            reason = "server stopping"
+            raise
+        except Exception:
+            reason = "internal error"
+            logger.exception("rtmp %s: closing after an internal error", self.peer)
+        finally:
+            await self._finish(reason, clean)
+
+    async def _finish(self, reason: str, clean: bool) -> None:
+        try:
+            if clean and self.publication is not None:
+                with contextlib.suppress(ProtocolError):
+                    await self._dispatch(self.session.connection_lost())
+            await self._close_publication(reason)
+        finally:
+            self.session.connection_lost()
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await self.writer.wait_closed()
+
+    async def _send(self, data: bytes) -> None:
+        if data:
+            self.writer.write(data)
+            async with asyncio.timeout(self.server.write_timeout_s):
+                await self.writer.drain()
+
+    async def _dispatch(self, events: list[Event]) -> None:
+        queue = deque(events)
+        while queue:
+            event = queue.popleft()
+            if isinstance(event, PublishRequested):
+                queue.extend(await self._start_publish(event))
+                continue
+            publication = self.publication
+            if publication is None:
+                continue
+            if isinstance(event, Media):
+                await publication.on_media(event.unit)
+            elif isinstance(event, ConfigReady):
+                await publication.on_config(event.config)
+            elif isinstance(event, Metadata):
+                await publication.on_metadata(event.metadata)
+            elif isinstance(event, PublishEnded):
+                await self._close_publication(event.reason)
+
+    async def _start_publish(self, event: PublishRequested) -> list[Event]:
+        server = self.server
+        if server.guard.is_blocked(self.peer):
+            server.counts.publishes_refused_total += 1
+            logger.warning("rtmp %s: publish refused: address blocked", self.peer)
+            await self._send(self.session.refuse_publish(BLOCKED_MESSAGE))
+            return []
+        try:
+            publication = await server.handler.start_publish(event.app, event.stream_key, self.peer)
+        except AuthError as exc:
+            server.counts.publishes_refused_total += 1
+            server.guard.record_failure(self.peer)
+            message = str(exc) or "Publish refused."
+            logger.warning("rtmp %s: publish refused: %s", self.peer, message)
+            await self._send(self.session.refuse_publish(message))
+            return []
+        server.guard.record_success(self.peer)
+        server.counts.publishes_total += 1
+        self.publication = publication
+        logger.info("rtmp %s: publishing", self.peer)
+        out, events = self.session.accept_publish()
+        await self._send(out)
+        return events
+
+    async def _close_publication(self, reason: str) -> None:
+        publication, self.publication = self.publication, None
+        if publication is None:
+            return
+        logger.info("rtmp %s: publish ended: %s", self.peer, reason)
+        try:
+            await publication.close(reason)
+        except Exception:
+            logger.exception("rtmp %s: publication close failed", self.peer)
+
+
+def _peer_address(writer: asyncio.StreamWriter) -> str:
+    peername = writer.get_extra_info("peername")
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return "unknown"
