@@ -63,7 +63,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict infra/local_services.py tests/conftest.py
+	$(VENV)/bin/mypy --strict infra/localsvc tests/conftest.py
 
 # Services start in the background while lint runs; whatever this run started (listed in
 # $(STARTED_BY_TEST)) is stopped afterwards, pass or fail, and make exits with the status.

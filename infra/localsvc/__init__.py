@@ -1,0 +1,1 @@
+"""Install and run onair's local Kafka and S3 servers; the commands are in cli.py."""
