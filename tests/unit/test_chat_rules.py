@@ -1,0 +1,267 @@
+"""Chat rules: normalisation, token bucket, slow mode, duplicates, moderation state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.chat import (
+    BANNED,
+    DUPLICATE,
+    RATE_LIMITED,
+    SLOW_MODE,
+    TEXT_EMPTY,
+    TEXT_TOO_LONG,
+    TIMED_OUT,
+    ChatLimits,
+    ChatRules,
+    ModerationAction,
+    ModerationState,
+    RateLimiter,
+    Refusal,
+    TokenBucket,
+    check_text,
+    normalize_text,
+    valid_channel,
+)
+from schemas.codec import Codec
+
+T0 = 1_700_000_000.0
+
+
+def rules(**limits: float) -> ChatRules:
+    return ChatRules(ChatLimits(**limits), ModerationState())  # type: ignore[arg-type]
+
+
+def action(kind: str, at_s: float = T0, **fields: object) -> ModerationAction:
+    return ModerationAction.make(
+        "chan",
+        kind,
+        moderator="mod",
+        now_ms=int(at_s * 1000),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("hello", "hello"),
+        ("  padded \t", "padded"),
+        ("line\nbreak", "line break"),
+        ("bell\x07\x00null", "bellnull"),
+        ("c1\x85\x9bcontrols", "c1 controls"),
+        ("e\u0301", "\u00e9"),
+        ("evil\u202eredro", "evilredro"),
+        ("isolate\u2066x\u2069", "isolatex"),
+        ("lone\ud800surrogate", "lonesurrogate"),
+        ("emoji 👩\u200d💻 kept", "emoji 👩\u200d💻 kept"),
+    ],
+    ids=[
+        "plain",
+        "trim",
+        "newline",
+        "c0",
+        "c1",
+        "nfc",
+        "bidi-override",
+        "bidi-isolate",
+        "surrogate",
+        "zwj-kept",
+    ],
+)
+def test_normalize_text(raw: str, expected: str) -> None:
+    assert normalize_text(raw) == expected
+
+
+@given(st.text(max_size=2000))
+def test_normalized_text_has_no_control_characters_and_encodes(raw: str) -> None:
+    text = normalize_text(raw)
+    assert all(ord(c) >= 0x20 and not 0x7F <= ord(c) <= 0x9F for c in text)
+    text.encode("utf-8")  # no lone surrogates left
+    assert normalize_text(text) == text  # idempotent
+
+
+def test_check_text_limits_after_normalisation() -> None:
+    assert check_text("") == Refusal(TEXT_EMPTY, "the message is empty")
+    assert check_text("x" * 500) is None
+    refusal = check_text("x" * 501)
+    assert refusal is not None and refusal.code == TEXT_TOO_LONG
+    # 500 decomposed "é" (1000 code points) are 500 characters after NFC
+    assert check_text(normalize_text("e\u0301" * 500)) is None
+
+
+def test_token_bucket_burst_then_rate() -> None:
+    bucket = TokenBucket(rate_per_s=1.0, burst=3.0, updated_s=T0)
+    assert [bucket.take(T0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(T0) == pytest.approx(1.0)
+    assert bucket.take(T0 + 0.5) == pytest.approx(0.5)
+    assert bucket.take(T0 + 1.0) == 0.0
+    assert bucket.take(T0 + 100) == 0.0  # refills to burst, not beyond
+    assert bucket.tokens == pytest.approx(2.0)
+
+
+def test_token_bucket_survives_clock_going_back() -> None:
+    bucket = TokenBucket(rate_per_s=1.0, burst=1.0, updated_s=T0)
+    assert bucket.take(T0) == 0.0
+    assert bucket.take(T0 - 10) > 0
+
+
+def test_rate_limiter_is_per_key_and_bounded() -> None:
+    limiter = RateLimiter(rate_per_s=1.0, burst=1.0, max_keys=2)
+    assert limiter.take("a", T0) == 0.0
+    assert limiter.take("a", T0) > 0
+    assert limiter.take("b", T0) == 0.0
+    limiter.take("c", T0)
+    assert len(limiter) == 2
+
+
+def test_rules_default_rate_limit_one_per_second_burst_three() -> None:
+    chat = rules()
+    verdicts = [chat.check("chan", "u", f"m{i}", T0) for i in range(5)]
+    assert verdicts[:3] == ["m0", "m1", "m2"]
+    for refused in verdicts[3:]:
+        assert isinstance(refused, Refusal) and refused.code == RATE_LIMITED
+        assert refused.retry_after_ms == 1000
+    assert chat.check("chan", "u", "later", T0 + 1.0) == "later"
+    assert chat.check("chan", "other", "x", T0) == "x"  # per user
+
+
+def test_refusals_do_not_cost_tokens() -> None:
+    chat = rules(burst=1.0)
+    assert isinstance(chat.check("chan", "u", "", T0), Refusal)
+    assert isinstance(chat.check("chan", "u", "x" * 501, T0), Refusal)
+    assert chat.check("chan", "u", "fine", T0) == "fine"
+
+
+def test_duplicate_guard_ignores_case_and_spacing_within_window() -> None:
+    chat = rules(rate_per_s=100.0, burst=100.0)
+    assert chat.check("chan", "u", "Buy  NOW", T0) == "Buy  NOW"
+    refused = chat.check("chan", "u", "buy now", T0 + 10)
+    assert isinstance(refused, Refusal) and refused.code == DUPLICATE
+    assert refused.retry_after_ms == 20_000
+    assert chat.check("other", "u", "buy now", T0 + 10) == "buy now"  # per channel
+    assert chat.check("chan", "v", "buy now", T0 + 10) == "buy now"  # per user
+    assert chat.check("chan", "u", "buy now", T0 + 31) == "buy now"
+
+
+def test_slow_mode_per_channel() -> None:
+    chat = rules(rate_per_s=100.0, burst=100.0)
+    chat.moderation.apply(action("slow", seconds=10))
+    assert chat.check("chan", "u", "one", T0) == "one"
+    refused = chat.check("chan", "u", "two", T0 + 4)
+    assert isinstance(refused, Refusal) and refused.code == SLOW_MODE
+    assert refused.retry_after_ms == 6000
+    assert chat.check("elsewhere", "u", "two", T0 + 4) == "two"
+    assert chat.check("chan", "u", "two", T0 + 10) == "two"
+    chat.moderation.apply(action("slow", seconds=0))
+    assert chat.check("chan", "u", "three", T0 + 10.1) == "three"
+
+
+def test_ban_timeout_unban() -> None:
+    chat = rules(rate_per_s=100.0, burst=100.0)
+    chat.moderation.apply(action("ban", user="u", reason="spam"))
+    refused = chat.check("chan", "u", "hi", T0)
+    assert isinstance(refused, Refusal) and refused.code == BANNED
+    assert chat.check("other", "u", "hi", T0) == "hi"  # bans are per channel
+    chat.moderation.apply(action("unban", T0 + 1, user="u"))
+    assert chat.check("chan", "u", "back", T0 + 1) == "back"
+    chat.moderation.apply(action("timeout", T0 + 2, user="u", seconds=60))
+    refused = chat.check("chan", "u", "again", T0 + 12)
+    assert isinstance(refused, Refusal) and refused.code == TIMED_OUT
+    assert refused.retry_after_ms == 50_000
+    assert chat.check("chan", "u", "again", T0 + 62) == "again"
+
+
+def test_latest_action_per_user_wins_in_log_order() -> None:
+    state = ModerationState()
+    state.apply(action("timeout", user="u", seconds=600))
+    state.apply(action("ban", user="u"))
+    assert state.restriction("chan", "u", int(T0 * 1000))
+    state.apply(action("timeout", user="u", seconds=1))
+    assert state.restriction("chan", "u", int(T0 * 1000) + 2000) is None
+
+
+def test_moderation_keys_match_compaction() -> None:
+    assert action("ban", user="u").key == action("unban", user="u").key == "chan/user/u"
+    assert action("timeout", user="u", seconds=5).key == "chan/user/u"
+    assert action("slow", seconds=3).key == "chan/slow"
+    assert action("delete", message_id="m1").key == "chan/delete/m1"
+
+
+def test_replaying_latest_per_key_rebuilds_the_same_state() -> None:
+    log = [
+        action("ban", user="a"),
+        action("ban", user="b"),
+        action("unban", user="a"),
+        action("slow", seconds=30),
+        action("delete", message_id="m1"),
+        action("timeout", user="c", seconds=3600),
+    ]
+    full = ModerationState()
+    for item in log:
+        full.apply(item)
+    latest = {item.key: item for item in log}  # what compaction keeps
+    compacted = ModerationState()
+    for item in latest.values():
+        compacted.apply(item)
+    now_ms = int(T0 * 1000) + 1000
+    assert full.snapshot("chan", now_ms) == compacted.snapshot("chan", now_ms)
+    assert compacted.is_deleted("chan", "m1")
+
+
+def test_deleted_ids_are_bounded_per_channel() -> None:
+    state = ModerationState(max_deleted_per_channel=2)
+    for i in range(3):
+        state.apply(action("delete", message_id=f"m{i}"))
+    assert not state.is_deleted("chan", "m0")
+    assert state.is_deleted("chan", "m2")
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        ("ban", {"user": "u", "reason": "why"}),
+        ("timeout", {"user": "u", "seconds": 30}),
+        ("unban", {"user": "u"}),
+        ("delete", {"message_id": "abc"}),
+        ("slow", {"seconds": 5}),
+    ],
+    ids=["ban", "timeout", "unban", "delete", "slow"],
+)
+def test_moderation_action_round_trips_through_avro(kind: str, fields: dict[str, Any]) -> None:
+    original = action(kind, **fields)
+    codec = Codec()
+    decoded = codec.expect(
+        "ModerationAction", codec.encode("ModerationAction", original.to_record())
+    )
+    assert ModerationAction.from_record(decoded) == original
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [("ban", {}), ("delete", {}), ("timeout", {"user": "u", "seconds": 0}), ("kick", {})],
+    ids=["ban-no-user", "delete-no-id", "timeout-zero", "unknown"],
+)
+def test_invalid_actions(kind: str, fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        action(kind, **fields)
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("demo", True),
+        ("a-b_C9", True),
+        ("", False),
+        ("-x", False),
+        ("a/b", False),
+        ("x" * 65, False),
+    ],
+    ids=["plain", "mixed", "empty", "leading-dash", "slash", "too-long"],
+)
+def test_channel_names(name: str, ok: bool) -> None:
+    assert valid_channel(name) is ok
