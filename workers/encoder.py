@@ -90,23 +90,26 @@ class GopTranscoder:
         audio: list[MediaUnit] = []
         failed = 0
         first_error = ""
-        for unit in gop.units:
-            if unit.track is Track.AUDIO:
-                audio.append(unit)
-                continue
-            try:
-                frames = decoder.decode(_packet(unit))
-            except av.error.FFmpegError as exc:  # a broken access unit: skip it, go on
-                failed += 1
-                first_error = first_error or str(exc)
-                continue
-            run.take(frames)
         try:
+            for unit in gop.units:
+                if unit.track is Track.AUDIO:
+                    audio.append(unit)
+                    continue
+                try:
+                    frames = decoder.decode(_packet(unit))
+                except av.error.FFmpegError as exc:  # a broken access unit: skip it, go on
+                    failed += 1
+                    first_error = first_error or str(exc)
+                    continue
+                run.take(frames)
             run.take(decoder.decode(None))
             decoder.flush_buffers()
         except av.error.FFmpegError as exc:
             self._decoder = None
             raise MediaError(f"GOP {gop.sequence}: draining the decoder failed: {exc}") from exc
+        except BaseException:
+            self._decoder = None  # left mid-GOP: never let its frames reach the next GOP
+            raise
         if run.encoder is None:
             raise MediaError(
                 f"GOP {gop.sequence}: no frame decoded from {len(gop.video)} video packets"
@@ -114,8 +117,9 @@ class GopTranscoder:
             )
         if failed:
             logger.warning(
-                "stream %s GOP %d: %d of %d video packets failed to decode (first: %s)",
-                gop.stream_id, gop.sequence, failed, len(gop.video), first_error,
+                "stream %s rendition %s GOP %d: %d of %d video packets failed to decode (%s)",
+                gop.stream_id, self.rendition.name, gop.sequence, failed, len(gop.video),
+                first_error,
             )  # fmt: skip
         return run.finish(audio)
 
