@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -94,8 +95,30 @@ class PartitionLag:
         return self.end - max(self.committed, 0)
 
 
+_RETRIABLE = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+}
+
+
 def group_lag(bootstrap: str, group: str, topic: str, timeout: float = 10.0) -> list[PartitionLag]:
-    """Committed offset vs log end offset for each partition of `topic` in `group`."""
+    """Committed offset vs log end offset for each partition of `topic` in `group`.
+
+    Retries while the broker is still loading (just after a restart or a topic creation)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _group_lag(bootstrap, group, topic, timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _RETRIABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _group_lag(bootstrap: str, group: str, topic: str, timeout: float) -> list[PartitionLag]:
     admin = admin_client(bootstrap)
     metadata = admin.list_topics(topic, timeout=timeout).topics[topic]
     partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]

@@ -1,0 +1,189 @@
+"""The foundation against the real broker: topics, schemas, commits, skipping bad records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from pipeline.ladder import DEFAULT_LADDER, Ladder
+from pipeline.store import LocalStore
+from schemas.codec import Codec, Schema
+from schemas.records import gop_to_record
+from tests.mediafixtures import cached_flv, gops_from_flv
+from tests.unit.test_codec import SAMPLES
+from topics.admin import ensure_topics, group_lag
+from topics.client import CheckedProducer, make_consumer, poll_checked
+from topics.specs import GOPS, SEGMENTS, TopicSpec, all_topics
+from workers.transcode import TranscodeWorker
+
+pytestmark = pytest.mark.integration
+
+
+def _spec(name: str, **config: str) -> TopicSpec:
+    return TopicSpec(name, "test", 2, {"retention.ms": "3600000", **config})
+
+
+def _read(bootstrap: str, topic: str, count: int, timeout_s: float = 20.0) -> list[bytes]:
+    consumer = make_consumer(bootstrap, None)
+    partitions = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic).topics[topic]
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions.partitions])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            msg = poll_checked(consumer, 0.2)
+            if msg is not None:
+                values.append(msg.value() or b"")
+    finally:
+        consumer.close()
+    return values
+
+
+def test_ensure_topics_creates_once_and_reconciles_config(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    topic = f"test.{unique_name}"
+    assert ensure_topics(kafka_bootstrap, [_spec(topic)]) == [topic]
+    assert ensure_topics(kafka_bootstrap, [_spec(topic)]) == []
+    ensure_topics(kafka_bootstrap, [_spec(topic, **{"retention.ms": "7200000"})])
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    from confluent_kafka.admin._config import ConfigResource
+    from confluent_kafka.admin._resource import ResourceType
+
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    config = admin.describe_configs([resource])[resource].result()
+    assert config["retention.ms"].value == "7200000"
+
+
+def test_declared_topics_exist_with_their_config(kafka_bootstrap: str) -> None:
+    specs = all_topics()
+    ensure_topics(kafka_bootstrap, specs)
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics().topics
+    for spec in specs:
+        assert spec.name in topics
+    gops = next(s for s in specs if s.name == GOPS)
+    assert int(gops.config["max.message.bytes"]) >= 16 * 1024 * 1024
+
+
+def test_every_schema_round_trips_through_the_broker(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    topic = f"test.{unique_name}"
+    ensure_topics(kafka_bootstrap, [_spec(topic)])
+    codec = Codec()
+    producer = CheckedProducer(kafka_bootstrap)
+    for name, record in SAMPLES.items():
+        producer.produce(topic, name, codec.encode(name, record))
+    assert len(producer.flush()) == len(SAMPLES)
+    decoded = dict(codec.decode(value) for value in _read(kafka_bootstrap, topic, len(SAMPLES)))
+    assert set(decoded) == set(SAMPLES)
+    for name, record in SAMPLES.items():
+        assert {k: decoded[name][k] for k in record} == record
+
+
+def test_a_multi_megabyte_gop_fits(kafka_bootstrap: str) -> None:
+    ensure_topics(kafka_bootstrap, all_topics())
+    producer = CheckedProducer(kafka_bootstrap)
+    big = b"\0" * (12 * 1024 * 1024)
+    delivery = producer.send(GOPS, "test-big", big)
+    assert delivery.offset >= 0
+
+
+def test_committed_offset_survives_a_broker_restart(
+    kafka_bootstrap: str, unique_name: str, kafka_restart: Callable[[], None]
+) -> None:
+    topic, group = f"test.{unique_name}", f"test-group-{unique_name}"
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, "test", 1)])
+    producer = CheckedProducer(kafka_bootstrap)
+    for n in range(10):
+        producer.produce(topic, "k", str(n).encode())
+    producer.flush()
+
+    consumer = make_consumer(kafka_bootstrap, group, topics=[topic])
+    seen = []
+    while len(seen) < 4:
+        msg = poll_checked(consumer, 1.0)
+        if msg is not None:
+            seen.append(msg.value())
+            consumer.commit(message=msg, asynchronous=False)
+    consumer.close()
+    assert seen == [b"0", b"1", b"2", b"3"]
+
+    kafka_restart()
+
+    assert [p.committed for p in group_lag(kafka_bootstrap, group, topic)] == [4]
+    consumer = make_consumer(kafka_bootstrap, group, topics=[topic])
+    msg = None
+    deadline = time.monotonic() + 30
+    while msg is None and time.monotonic() < deadline:
+        msg = poll_checked(consumer, 1.0)
+    consumer.close()
+    assert msg is not None and msg.value() == b"4"
+
+
+def test_corrupt_and_unknown_records_are_skipped_and_counted(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """A real transcode worker meets garbage, a record of a schema it does not know, then a
+    real GOP: it skips and counts the first two, turns the GOP into a segment, and commits."""
+    topic = f"test.{unique_name}"
+    ensure_topics(kafka_bootstrap, [_spec(topic, **{"max.message.bytes": "16777216"})])
+    ensure_topics(kafka_bootstrap, all_topics())
+    gop = gops_from_flv(cached_flv(tmp_path, 2.0, size="640x360"), unique_name)[0]
+    codec = Codec()
+    stranger = Schema.from_json(
+        {
+            "type": "record",
+            "name": "Stranger",
+            "namespace": "elsewhere",
+            "fields": [{"name": "x", "type": "long"}],
+        }
+    )
+    unknown = Codec({"Stranger": stranger}).encode("Stranger", {"x": 1})
+    producer = CheckedProducer(kafka_bootstrap)
+    for value in (b"\xc3\x01garbage", unknown):
+        producer.produce(topic, unique_name, value)
+    producer.produce(
+        topic,
+        unique_name,
+        codec.encode("GopChunk", gop_to_record(gop, channel="test", ingest_time_ms=0)),
+    )
+    producer.flush()
+
+    store = LocalStore(tmp_path / "store")
+    ladder = Ladder.parse(DEFAULT_LADDER)
+    worker = TranscodeWorker(
+        kafka_bootstrap,
+        ladder.get("360p30"),
+        ladder,
+        store,
+        topic=topic,
+        group=f"test-{unique_name}",
+    )
+    consumer = make_consumer(kafka_bootstrap, worker.group, topics=[topic])
+    segments = make_consumer(kafka_bootstrap, None)
+    segments.assign([TopicPartition(SEGMENTS, p, -1) for p in range(6)])  # from the end
+    deadline = time.monotonic() + 60
+    handled = 0
+    while handled < 3 and time.monotonic() < deadline:
+        msg = poll_checked(consumer, 0.5)
+        if msg is not None:
+            worker.handle(msg, consumer, CheckedProducer(kafka_bootstrap))
+            handled += 1
+    consumer.close()
+    assert handled == 3
+    assert worker.bad.value == 2
+    assert store.list("streams/") == [f"streams/{unique_name}/360p30/000000.ts"]
+    assert [p.lag for p in group_lag(kafka_bootstrap, worker.group or "", topic)] == [0, 0]
+    ready = []
+    while time.monotonic() < deadline and not ready:
+        msg = poll_checked(segments, 0.5)
+        if msg is not None and msg.key() == unique_name.encode():
+            ready.append(codec.expect("SegmentReady", msg.value()))
+    segments.close()
+    assert ready and ready[0]["key"] == f"streams/{unique_name}/360p30/000000.ts"
