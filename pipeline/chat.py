@@ -24,9 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pipeline.tokens import canonical_user
+
 logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS: Final = 500
+MAX_TIMEOUT_S: Final = 14 * 24 * 3600
+MAX_SLOW_MODE_S: Final = 24 * 3600
 CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
 # Error / refusal codes (stable: they are part of the WebSocket frame reference).
@@ -277,6 +281,53 @@ class ModerationAction:
             "created_ms": self.created_ms,
         }
         return {k: v for k, v in shown.items() if v is not None}
+
+
+def action_from_fields(
+    channel: str, action: str, body: Mapping[str, Any], now_ms: int, moderator: str = "admin"
+) -> ModerationAction:
+    """A moderation action from loose fields (an API body, CLI arguments); ValueError names
+    what is wrong. `body` may carry user, seconds, message_id, reason, moderator."""
+
+    def text(name: str, limit: int, required: bool) -> str | None:
+        value = body.get(name)
+        if value is None:
+            if required:
+                raise ValueError(f"{action} needs {name}")
+            return None
+        if not isinstance(value, str) or not 0 < len(value) <= limit:
+            raise ValueError(f"{name} must be a string of 1..{limit} characters")
+        return value
+
+    def seconds(low: int, high: int) -> int:
+        value = body.get("seconds")
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"seconds must be an integer in {low}..{high}")
+        return value
+
+    if not valid_channel(channel):
+        raise ValueError("invalid channel name")
+    by = text("moderator", 64, False) or moderator
+    reason = text("reason", 500, False)
+    user = None
+    if action in ("ban", "timeout", "unban"):
+        user = canonical_user(text("user", 64, True) or "")
+    message_id = text("message_id", 64, True) if action == "delete" else None
+    duration = 0
+    if action == "timeout":
+        duration = seconds(1, MAX_TIMEOUT_S)
+    elif action == "slow":
+        duration = seconds(0, MAX_SLOW_MODE_S)
+    return ModerationAction.make(
+        channel,
+        action,
+        moderator=by,
+        now_ms=now_ms,
+        user=user,
+        message_id=message_id,
+        seconds=duration,
+        reason=reason,
+    )
 
 
 @dataclass(slots=True)

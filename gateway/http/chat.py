@@ -58,6 +58,7 @@ from pipeline.chat import (
     ModerationState,
     Refusal,
     TokenBucket,
+    action_from_fields,
     valid_channel,
 )
 from pipeline.errors import AuthError, CodecError
@@ -74,8 +75,6 @@ logger = logging.getLogger(__name__)
 PARTITIONER = "murmur2_random"  # Java-compatible for keyed messages; see partition_for()
 SKEW_MS = 5_000  # sent_ms (chat server clock) vs the broker's LogAppendTime
 MAX_BODY_BYTES = 16 * 1024
-MAX_TIMEOUT_S = 14 * 24 * 3600
-MAX_SLOW_MODE_S = 24 * 3600
 CLOSE_TOO_SLOW = 4008
 CLOSE_POLICY = 1008
 
@@ -732,8 +731,9 @@ class ChatService:
                 values[name] = int(raw)
             except ValueError:
                 return _http_error(400, "bad_request", f"{name} must be an integer")
-        limit = values["limit"] or self.config.history_default_limit
-        if values["limit"] is not None and not 1 <= limit <= self.config.history_max_limit:
+        given = values["limit"]
+        limit = self.config.history_default_limit if given is None else given
+        if not 1 <= limit <= self.config.history_max_limit:
             top = self.config.history_max_limit
             return _http_error(400, "bad_request", f"limit must be within 1..{top}")
         since, until = values["since"], values["until"]
@@ -766,7 +766,7 @@ class ChatService:
         if isinstance(body, JSONResponse):
             return body
         try:
-            made = action_from_request(channel, action, body, int(time.time() * 1000))
+            made = action_from_fields(channel, action, body, int(time.time() * 1000))
         except ValueError as exc:
             return _http_error(400, "bad_request", str(exc))
         try:
@@ -800,50 +800,6 @@ class ChatService:
     def openapi_paths(self) -> dict[str, Any]:
         """OpenAPI 3 `paths` for the chat endpoints, for the app's `/api/openapi.json`."""
         return openapi_paths()
-
-
-def action_from_request(
-    channel: str, action: str, body: dict[str, Any], now_ms: int, moderator: str = "admin"
-) -> ModerationAction:
-    """A moderation action from an API body; ValueError names what is wrong."""
-
-    def text(name: str, limit: int, required: bool) -> str | None:
-        value = body.get(name)
-        if value is None:
-            if required:
-                raise ValueError(f"{action} needs {name}")
-            return None
-        if not isinstance(value, str) or not 0 < len(value) <= limit:
-            raise ValueError(f"{name} must be a string of 1..{limit} characters")
-        return value
-
-    def seconds(low: int, high: int) -> int:
-        value = body.get("seconds")
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise ValueError(f"seconds must be an integer in {low}..{high}")
-        return value
-
-    by = text("moderator", 64, False) or moderator
-    reason = text("reason", 500, False)
-    user = None
-    if action in ("ban", "timeout", "unban"):
-        user = canonical_user(text("user", 64, True) or "")
-    message_id = text("message_id", 64, True) if action == "delete" else None
-    duration = 0
-    if action == "timeout":
-        duration = seconds(1, MAX_TIMEOUT_S)
-    elif action == "slow":
-        duration = seconds(0, MAX_SLOW_MODE_S)
-    return ModerationAction.make(
-        channel,
-        action,
-        moderator=by,
-        now_ms=now_ms,
-        user=user,
-        message_id=message_id,
-        seconds=duration,
-        reason=reason,
-    )
 
 
 def openapi_paths() -> dict[str, Any]:
@@ -914,7 +870,6 @@ __all__ = [
     "ChatConfig",
     "ChatService",
     "HistoryPage",
-    "action_from_request",
     "message_json",
     "openapi_paths",
 ]
