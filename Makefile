@@ -10,9 +10,11 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.onair-deps-installed
 
 # Debian packages the tests need (infra/system also checks Java 17+ and Maven).
-# CHROMIUM_PACKAGES is filled in by the browser-test work (chromium chromium-driver).
-CHROMIUM_PACKAGES ?=
-SYSTEM_PACKAGES := ffmpeg $(CHROMIUM_PACKAGES)
+# Chromium: the e2e player test drives /usr/bin/chromium with playwright-core.
+CHROMIUM_PACKAGES ?= chromium
+SYSTEM_PACKAGES := ffmpeg $(if $(wildcard package.json),npm) $(CHROMIUM_PACKAGES)
+# Player assets (hls.js) and playwright-core, from package-lock.json.
+NODE_STAMP := $(if $(wildcard package-lock.json),node_modules/.onair-npm-installed)
 
 STARTED_BY_TEST := .run/started-by-test
 PYTEST_ARGS ?= -q tests
@@ -23,7 +25,7 @@ TEST_ENV := \
 	ONAIR_S3_SECRET_KEY=onair-secret-key \
 	ONAIR_S3_BUCKET=onair
 
-.PHONY: help venv system services stop up lint test
+.PHONY: help venv node system services stop up lint test
 
 help:
 	@echo "make up        install what is missing, start Kafka + S3 and the platform"
@@ -32,7 +34,8 @@ help:
 	@echo "make test      install, start services, lint, run the whole suite, stop what it started"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make venv      .venv with the project and its dev tools"
-	@echo "make system    Debian packages the tests need (ffmpeg, Java 17+, Maven)"
+	@echo "make system    Debian packages the tests need (ffmpeg, Java 17+, Maven, chromium)"
+	@echo "make node      node_modules from package-lock.json (hls.js, playwright-core)"
 	@echo "infra/kafka, infra/s3, infra/services: finer control (cluster mode, restart, status)"
 
 venv: $(VENV_STAMP)
@@ -40,6 +43,12 @@ venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+node: $(NODE_STAMP)
+
+node_modules/.onair-npm-installed: package.json package-lock.json | system
+	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 system:
@@ -51,7 +60,7 @@ services: system
 stop:
 	@infra/services down
 
-up: venv system services
+up: venv system node services
 	@if [ -f pipeline/cli.py ]; then \
 		$(VENV)/bin/onair up; \
 	else \
@@ -67,7 +76,7 @@ lint: venv
 
 # Services start in the background while lint runs; whatever this run started (listed in
 # $(STARTED_BY_TEST)) is stopped afterwards, pass or fail, and make exits with the status.
-test: venv system
+test: venv system node
 	@infra/services up --no-wait --record $(STARTED_BY_TEST)
 	@status=0; \
 	{ $(MAKE) --no-print-directory lint \

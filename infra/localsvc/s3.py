@@ -161,6 +161,7 @@ def s3_start(*, wait: bool = True) -> bool:
                 return False
             raise InfraError(f"s3: port {S3_PORT} is taken by another process; stop it first")
         jar = install_s3proxy()
+        started = time.monotonic()  # time the start, not the first download
         store = RUN / "s3"
         store.mkdir(parents=True, exist_ok=True)
         config = RUN / "s3proxy.properties"
