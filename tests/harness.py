@@ -1,0 +1,229 @@
+"""Run onair's roles as real processes for e2e tests and benchmarks.
+
+Each role is `python -m pipeline.cli <role>` with its own log file, against the real Kafka and
+S3 that `make test` started. A harness gets its own state dir, store prefix and ports, so
+harnesses never see each other's playlists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout_s}s")
+
+
+class Platform:
+    def __init__(self, work_dir: Path, **env: str) -> None:
+        self.work_dir = work_dir
+        self.logs = work_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.rtmp_port = free_port()
+        self.http_port = free_port()
+        self.prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+        bucket = os.environ.get("ONAIR_S3_BUCKET", "onair")
+        self.env = {
+            **os.environ,
+            "ONAIR_STATE_DIR": str(work_dir / "state"),
+            "ONAIR_STORAGE_URL": f"s3://{bucket}/{self.prefix}",
+            "ONAIR_S3_ENDPOINT": os.environ.get("ONAIR_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            "ONAIR_S3_ACCESS_KEY": os.environ.get("ONAIR_S3_ACCESS_KEY", "onair"),
+            "ONAIR_S3_SECRET_KEY": os.environ.get("ONAIR_S3_SECRET_KEY", "onair-secret-key"),
+            "ONAIR_RTMP_HOST": "127.0.0.1",
+            "ONAIR_RTMP_PORT": str(self.rtmp_port),
+            "ONAIR_HTTP_HOST": "127.0.0.1",
+            "ONAIR_HTTP_PORT": str(self.http_port),
+            "ONAIR_PUBLIC_HOST": "127.0.0.1",
+            **env,
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def cli(self, *args: str, timeout_s: float = 60.0) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"onair {' '.join(args)} failed: {result.stderr[-2000:]}")
+        return result.stdout
+
+    def create_channel(self, name: str) -> dict[str, Any]:
+        info: dict[str, Any] = json.loads(self.cli("channel", "create", name, "--json"))
+        return info
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no goodbye, no final commit — the crash a successor must survive."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def get(self, path: str, timeout_s: float = 10.0) -> bytes:
+        with urllib.request.urlopen(self.url(path), timeout=timeout_s) as response:
+            body: bytes = response.read()
+            return body
+
+    def get_or_none(self, path: str) -> bytes | None:
+        try:
+            return self.get(path)
+        except OSError:
+            return None
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.logs / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def publish(
+        self,
+        key: str,
+        seconds: float,
+        *,
+        size: str = "1280x720",
+        fps: int = 30,
+        realtime: bool = True,
+    ) -> subprocess.Popen[bytes]:
+        """Real ffmpeg pushes a test pattern with a tone, keyframe every 2 s."""
+        gop = str(fps * 2)
+        args = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"]
+        if realtime:
+            args.append("-re")
+        args += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate={fps}",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            gop,
+            "-keyint_min",
+            gop,
+            "-sc_threshold",
+            "0",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "96k",
+            "-f",
+            "flv",
+            f"rtmp://127.0.0.1:{self.rtmp_port}/live/{key}",
+        ]
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def parse_media_playlist(text: str) -> dict[str, Any]:
+    """The parts of a media playlist the tests check."""
+    segments: list[dict[str, Any]] = []
+    info: dict[str, Any] = {"segments": segments, "ended": False, "media_sequence": None}
+    duration = None
+    discontinuity = False
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            info["media_sequence"] = int(line.split(":")[1])
+        elif line.startswith("#EXT-X-TARGETDURATION:"):
+            info["target_duration"] = int(line.split(":")[1])
+        elif line.startswith("#EXTINF:"):
+            duration = float(line.split(":")[1].rstrip(","))
+        elif line == "#EXT-X-DISCONTINUITY":
+            discontinuity = True
+        elif line == "#EXT-X-ENDLIST":
+            info["ended"] = True
+        elif line and not line.startswith("#"):
+            segments.append({"uri": line, "duration": duration, "discontinuity": discontinuity})
+            discontinuity = False
+    return info
+
+
+def parse_master_playlist(text: str) -> list[dict[str, str]]:
+    variants = []
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            attrs: dict[str, str] = {}
+            for part in _split_attributes(line.split(":", 1)[1]):
+                key, _, value = part.partition("=")
+                attrs[key] = value.strip('"')
+            attrs["uri"] = lines[index + 1]
+            variants.append(attrs)
+    return variants
+
+
+def _split_attributes(text: str) -> list[str]:
+    parts, current, quoted = [], "", False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
