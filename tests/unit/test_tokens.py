@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -81,3 +82,18 @@ def test_issue_refuses_empty_secret_and_bad_ttl() -> None:
         issue_token("", "alice")
     with pytest.raises(ValueError):
         issue_token(SECRET, "alice", ttl_s=0)
+
+
+def test_cli_user_token_prints_a_verifiable_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.setenv("ONAIR_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("ONAIR_TOKEN_SECRET", "cli-secret")
+    assert main(["user", "token", "Alice", "--ttl", "120", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["user"] == "alice"
+    assert verify_token("cli-secret", shown["token"]).expires_ms == shown["expires_ms"]
+    assert main(["user", "token", "not ok"]) == 2
+    assert main(["mod", "timeout", "demo", "bob", "0"]) == 2  # refused before any Kafka I/O
