@@ -19,6 +19,7 @@ NODE_STAMP := $(if $(wildcard package-lock.json),node_modules/.onair-npm-install
 STARTED_BY_TEST := .run/started-by-test
 PYTEST_ARGS ?= -q tests
 TEST_ENV := \
+	PYTHONFAULTHANDLER=1 \
 	ONAIR_KAFKA_BOOTSTRAP=localhost:9092 \
 	ONAIR_S3_ENDPOINT=http://127.0.0.1:9000 \
 	ONAIR_S3_ACCESS_KEY=onair \

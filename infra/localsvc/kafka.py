@@ -427,7 +427,9 @@ def _wait_cluster_consistent(timeout_s: float = START_TIMEOUT_S) -> set[int]:
                     views[node.node_id] = {b[0] for b in meta.brokers}
                 except (OSError, struct.error) as err:
                     views[node.node_id] = f"no answer ({err})"
-        if running and all(view == running for view in views.values()):
+        if not running:
+            raise InfraError("no cluster node is running (stopped by another process?)")
+        if all(view == running for view in views.values()):
             return running
         if time.monotonic() > deadline:
             raise InfraError(
