@@ -80,6 +80,7 @@ lint: venv
 test: venv system node
 	@infra/services up --no-wait --record $(STARTED_BY_TEST)
 	@status=0; \
+	trap 'infra/services down --recorded $(STARTED_BY_TEST); exit 130' INT TERM; \
 	{ $(MAKE) --no-print-directory lint \
 		&& infra/services wait \
 		&& env $(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS); } || status=$$?; \
