@@ -201,6 +201,14 @@ def _metrics(settings: Settings, args: argparse.Namespace, registry: Any) -> Non
         serve_metrics(registry, settings.http_host, port)
 
 
+def instance_id(role: str, instance: str) -> str:
+    """Static consumer-group member id: host, role and the operator's instance number. Give
+    each process of one role on one host its own `--instance`."""
+    import socket
+
+    return f"{socket.gethostname()}-{role}-{instance}"
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -260,6 +268,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
         open_store(settings.storage_url, **settings.s3_options()),
         preset=settings.x264_preset,
         registry=registry,
+        instance_id=instance_id(f"transcode-{rung.name}", args.instance),
     )
     _stop_on_signals(worker.stop_event.set)
     worker.run()
@@ -279,6 +288,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
         window_size=settings.playlist_window,
         partitions=settings.partitions,
         replication=settings.replication,
+        instance_id=instance_id("package", args.instance),
         registry=registry,
     )
     packager.run_worker(app)
@@ -418,6 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
         role.add_argument("--metrics-port", type=int, default=None)
         if name == "transcode":
             role.add_argument("--rendition", required=True, help="rung name, e.g. 720p60")
+        if name in ("transcode", "package"):
+            role.add_argument(
+                "--instance",
+                default="0",
+                help="this process's number among its role's processes on this host "
+                "(static group membership: a restarted process takes its partitions back)",
+            )
         if name == "http":
             role.add_argument("--port", type=int, default=None)
     _register_extensions(sub)

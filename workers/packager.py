@@ -152,10 +152,15 @@ def build_app(
     partitions: int = 6,
     replication: int = 1,
     app_id: str = "onair-packager",
+    instance_id: str | None = None,
     registry: Registry | None = None,
 ) -> faust.App:
     """The faust app: one topic, two tables, one agent. Built by a factory (not at import) so
-    the broker and store come from the entry point, before faust finalizes its settings."""
+    the broker and store come from the entry point, before faust finalizes its settings.
+
+    `instance_id` makes the packager a static member of its consumer group: restarted with
+    the same id, it takes its partitions back at once instead of waiting for the dead
+    member's session to time out and a rebalance."""
     app = faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
@@ -166,6 +171,9 @@ def build_app(
         topic_partitions=partitions,
         topic_replication_factor=replication,
         broker_commit_every=1,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        consumer_group_instance_id=instance_id,
         broker_commit_interval=0.5,
         table_cleanup_interval=60.0,
     )

@@ -51,6 +51,7 @@ class TranscodeWorker:
     registry: Registry = field(default_factory=Registry)
     group: str | None = None  # default: onair.transcode.<rung>; rebuilds use their own
     topic: str = GOPS
+    instance_id: str | None = None  # static group membership: a restart takes over at once
     stop_event: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -73,8 +74,9 @@ class TranscodeWorker:
     def run(self) -> None:
         """Consume until `stop_event` is set. Delivery or commit failures raise: the process
         exits and its successor resumes from the last committed offset."""
+        static: dict[str, Any] = {"group.instance.id": self.instance_id} if self.instance_id else {}
         consumer = make_consumer(
-            self.bootstrap, self.group or group_id(self.rung), topics=[self.topic]
+            self.bootstrap, self.group or group_id(self.rung), topics=[self.topic], **static
         )
         producer = CheckedProducer(self.bootstrap)
         logger.info("transcode %s: consuming %s", self.rung.name, self.topic)
