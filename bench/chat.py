@@ -41,6 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import httpx
 
@@ -98,10 +99,9 @@ class WsClient(asyncio.Protocol):
         self.replies: dict[str, asyncio.Future[dict[str, object]]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
+        self.transport.write(
             (
                 f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -114,6 +114,11 @@ class WsClient(asyncio.Protocol):
             self.welcome.set_exception(ConnectionError(f"lost before welcome: {exc}"))
 
     def data_received(self, data: bytes) -> None:
+        if self.upgraded and not self.buffer:  # the usual case: whole frames, nothing pending
+            used = self.frames(data)
+            if used < len(data):
+                self.buffer += data[used:]
+            return
         buffer = self.buffer
         buffer += data
         if not self.upgraded:
@@ -129,24 +134,28 @@ class WsClient(asyncio.Protocol):
                 return
             del buffer[: end + 4]
             self.upgraded = True
-        pos, size = 0, len(buffer)
+        del buffer[: self.frames(bytes(buffer))]
+
+    def frames(self, data: bytes) -> int:
+        """Handle the complete frames at the start of `data`; → bytes used."""
+        pos, size = 0, len(data)
         while size - pos >= 2:
-            length = buffer[pos + 1] & 0x7F
+            length = data[pos + 1] & 0x7F
             head = 2
             if length == 126:
                 if size - pos < 4:
                     break
-                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
                 head = 4
             elif length == 127:
                 if size - pos < 10:
                     break
-                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
                 head = 10
             if size - pos < head + length:
                 break
-            opcode = buffer[pos] & 0x0F
-            payload = bytes(buffer[pos + head : pos + head + length])
+            opcode = data[pos] & 0x0F
+            payload = data[pos + head : pos + head + length]
             pos += head + length
             if opcode == 1:
                 self.on_text(payload)
@@ -158,7 +167,7 @@ class WsClient(asyncio.Protocol):
                 self.totals.close_codes[code] = self.totals.close_codes.get(code, 0) + 1
                 assert self.transport is not None
                 self.transport.close()
-        del buffer[:pos]
+        return pos
 
     def on_text(self, payload: bytes) -> None:
         if payload.startswith(b'{"type":"batch"'):
@@ -244,8 +253,11 @@ def _free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU of a process (all its threads) from /proc; NaN once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -356,7 +368,12 @@ def percentile(histogram: list[int], fraction: float) -> float:
 
 
 async def run_once(
-    mode: str, viewers: int, rate: float, seconds: float, bootstrap: str, log_dir: Path
+    mode: str,
+    viewers: int,
+    rate: float,
+    seconds: float,
+    bootstrap: str,
+    log_dir: Path,
 ) -> Run:
     secret = secrets.token_urlsafe(16)
     servers = [Server(mode, bootstrap, log_dir, secret) for _ in range(2)]
@@ -484,8 +501,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bootstrap", default=os.environ.get("ONAIR_KAFKA_BOOTSTRAP", "localhost:9092")
     )
+    parser.add_argument("--log-dir", type=Path, default=None, help="keep server logs here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    loop_name = "asyncio"
+    try:  # the viewers' loop; uvicorn picks uvloop for the servers on its own when present
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        loop_name = "uvloop"
+    except ImportError:
+        pass
     sizes = [int(n) for n in args.viewers.split(",")]
     modes = args.modes.split(",")
     from topics.admin import ensure_topics
@@ -493,15 +519,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if "kafka" in modes:
         ensure_topics(args.bootstrap, all_topics())
-    print(f"bench.chat: {args.rate:.0f} msgs/s for {args.seconds:.0f} s per run, 2 servers")
+    print(
+        f"bench.chat: {args.rate:.0f} msgs/s for {args.seconds:.0f} s per run, 2 servers, "
+        f"event loop: {loop_name}"
+    )
     print(f"machine: {describe()}")
     print(HEADER)
     runs: dict[tuple[str, int], Run] = {}
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
+        log_dir = args.log_dir or Path(tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
         for n in sizes:
             for mode in modes:
                 run = asyncio.run(
-                    run_once(mode, n, args.rate, args.seconds, args.bootstrap, Path(tmp))
+                    run_once(mode, n, args.rate, args.seconds, args.bootstrap, log_dir)
                 )
                 runs[(mode, n)] = run
                 print_run(run)

@@ -339,25 +339,14 @@ class ChatService:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.kafka:
-            self.partitions = await asyncio.to_thread(self._chat_partitions)
-            self._follower = PartitionFollower(
-                self.bootstrap,
-                CHAT,
-                self._decode_chat,
-                self._deliver_chat,
-                linger_s=self.config.unassign_linger_s,
-            )
-            self.hub = FanoutHub(self.config.coalesce_ms / 1000, self._follower, self.partitions)
-            self._follower.start()
-            self._producer = AsyncProducer(
-                self.bootstrap, **{"partitioner": PARTITIONER, "linger.ms": 2}
-            )
-            self._moderation_follower = ModerationFollower(
-                self.bootstrap, MODERATION, self._on_moderation
-            )
-            await self._moderation_follower.start()
-            self._history = _HistoryReader(self.bootstrap, self.codec, self.config.history_max_scan)
+        """Connect to Kafka (topics must exist), read the moderation topic to its end, start
+        following. On failure everything started so far is stopped again."""
+        try:
+            if self.kafka:
+                await self._start_kafka()
+        except BaseException:
+            await self.stop()
+            raise
         self._watchdog = asyncio.create_task(self._watch_outboxes())
         self.started = True
         logger.info(
@@ -366,6 +355,24 @@ class ChatService:
             self.config.fanout,
             self.partitions,
         )
+
+    async def _start_kafka(self) -> None:
+        self.partitions = await asyncio.to_thread(self._chat_partitions)
+        self._follower = PartitionFollower(
+            self.bootstrap,
+            CHAT,
+            self._decode_chat,
+            self._deliver_chat,
+            linger_s=self.config.unassign_linger_s,
+        )
+        self.hub.follower, self.hub.partitions = self._follower, self.partitions
+        self._follower.start()
+        self._producer = AsyncProducer(self.bootstrap, partitioner=PARTITIONER)
+        self._moderation_follower = ModerationFollower(
+            self.bootstrap, MODERATION, self._on_moderation
+        )
+        await self._moderation_follower.start()
+        self._history = _HistoryReader(self.bootstrap, self.codec, self.config.history_max_scan)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
