@@ -68,6 +68,25 @@ class ChannelDirectory:
             raise NotFound(f"no channel {name}")
         return self._write(name, current["key_version"] + 1, current["created_ms"], current)
 
+    def update_info(self, name: str, title: str | None, category: str | None) -> dict[str, Any]:
+        """Set the channel's title and category (the key stays as it is)."""
+        current = self.get(name)
+        if current is None:
+            raise NotFound(f"no channel {name}")
+        record = {
+            **current,
+            "title": title,
+            "category": category,
+            "updated_ms": int(time.time() * 1000),
+        }
+        self._send(name, record)
+        return record
+
+    def _send(self, name: str, record: dict[str, Any]) -> None:
+        if self._producer is None:
+            self._producer = CheckedProducer(self._bootstrap)
+        self._producer.send(CHANNELS, name, self._codec.encode("Channel", record))
+
     def _write(
         self,
         name: str,
@@ -86,9 +105,7 @@ class ChannelDirectory:
             "title": (previous or {}).get("title"),
             "category": (previous or {}).get("category"),
         }
-        if self._producer is None:
-            self._producer = CheckedProducer(self._bootstrap)
-        self._producer.send(CHANNELS, name, self._codec.encode("Channel", record))
+        self._send(name, record)
         self.table.wait_for(
             lambda data: data.get(name, {}).get("key_version") == key_version, timeout=10
         )

@@ -41,7 +41,9 @@ class ChannelApi:
         admin_token: str,
         urls: Callable[[str], dict[str, str]],
         extra_paths: dict[str, Any] | None = None,
+        on_stream_update: Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
+        self.on_stream_update = on_stream_update
         self.channels = channels
         self.streams = streams
         self._admin_token = admin_token
@@ -55,6 +57,7 @@ class ChannelApi:
             Route("/api/channels", self.list_channels, methods=["GET"]),
             Route("/api/channels", self.admin(self.create_channel), methods=["POST"]),
             Route("/api/channels/{name}", self.get_channel, methods=["GET"]),
+            Route("/api/channels/{name}", self.admin(self.update_channel), methods=["PATCH"]),
             Route("/api/channels/{name}/rotate-key", self.admin(self.rotate_key), methods=["POST"]),
             Route("/api/streams", self.list_streams, methods=["GET"]),
         ]
@@ -100,6 +103,33 @@ class ChannelApi:
             raise BadRequest('body must be JSON like {"name": "demo"}') from None
         key = await asyncio.to_thread(self.channels.create, name)
         return JSONResponse({"channel": name, "stream_key": key, **self._urls(name)}, 201)
+
+    async def update_channel(self, request: Request) -> Response:
+        """Title and category; when the channel is live, a StreamUpdated event marks a chapter
+        in the VOD."""
+        name = request.path_params["name"]
+        try:
+            body = await request.json()
+            title, category = body.get("title"), body.get("category")
+        except (ValueError, AttributeError):
+            raise BadRequest('body must be JSON like {"title": "…", "category": "…"}') from None
+        for value in (title, category):
+            if value is not None and (not isinstance(value, str) or len(value) > 140):
+                raise BadRequest("title and category are strings of at most 140 characters")
+        record = await asyncio.to_thread(self.channels.update_info, name, title, category)
+        live = {s["channel"]: s for s in live_streams(self.streams)}.get(name)
+        if live is not None and self.on_stream_update is not None:
+            await self.on_stream_update(
+                name,
+                {
+                    "stream_id": live["stream_id"],
+                    "channel": name,
+                    "updated_ms": record["updated_ms"],
+                    "title": title,
+                    "category": category,
+                },
+            )
+        return JSONResponse({"channel": name, "title": title, "category": category})
 
     async def rotate_key(self, request: Request) -> Response:
         name = request.path_params["name"]

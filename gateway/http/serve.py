@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -13,7 +14,9 @@ from gateway.http.app import create_app
 from pipeline.metrics import Registry
 from pipeline.settings import Settings
 from pipeline.store import open_store
+from schemas.codec import Codec
 from topics.channels import ChannelDirectory
+from topics.client import AsyncProducer
 from topics.specs import STREAMS
 from topics.table import TableReader
 
@@ -31,15 +34,23 @@ def build_app(settings: Settings, registry: Registry | None = None) -> Starlette
             "player_url": settings.player_url(channel),
         }
 
-    api = ChannelApi(channels, streams, settings.admin_token, urls)
+    codec = Codec()
+    producer: list[AsyncProducer] = []
+
+    async def stream_updated(channel: str, record: dict[str, Any]) -> None:
+        await producer[0].send(STREAMS, channel, codec.encode("StreamUpdated", record))
+
+    api = ChannelApi(channels, streams, settings.admin_token, urls, on_stream_update=stream_updated)
 
     @asynccontextmanager
     async def directories(app: Starlette) -> AsyncIterator[None]:
         del app
         await asyncio.gather(asyncio.to_thread(channels.start), asyncio.to_thread(streams.start))
+        producer.append(AsyncProducer(settings.kafka_bootstrap))
         try:
             yield
         finally:
+            producer.pop().close()
             channels.stop()
             streams.stop()
 

@@ -1,0 +1,139 @@
+"""The REST API on the real broker: channels, keys, admin auth, the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.http.serve import build_app
+from pipeline.channels import hash_stream_key
+from pipeline.settings import Settings
+from schemas.codec import Codec
+from topics.admin import ensure_topics
+from topics.client import CheckedProducer
+from topics.specs import STREAMS, all_topics
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "test-admin-token"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, kafka_bootstrap: str) -> Settings:
+    ensure_topics(kafka_bootstrap, all_topics())
+    return Settings.from_env(
+        {
+            "ONAIR_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "ONAIR_STATE_DIR": str(tmp_path / "state"),
+            "ONAIR_STORAGE_URL": str(tmp_path / "store"),
+            "ONAIR_ADMIN_TOKEN": ADMIN,
+        }
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://onair.test") as http,
+    ):
+        yield http
+
+
+def _admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN}"}
+
+
+async def test_create_requires_the_admin_token(client: httpx.AsyncClient) -> None:
+    name = f"api_{uuid.uuid4().hex[:8]}"
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = await client.post("/api/channels", json={"name": name}, headers=headers)
+        assert response.status_code == 403
+        assert response.json()["error"]
+    assert (await client.get(f"/api/channels/{name}")).status_code == 404
+
+
+async def test_create_rotate_and_read_a_channel(client: httpx.AsyncClient) -> None:
+    name = f"api_{uuid.uuid4().hex[:8]}"
+    created = await client.post("/api/channels", json={"name": name}, headers=_admin())
+    assert created.status_code == 201
+    body = created.json()
+    key = body["stream_key"]
+    assert body["playback_url"].endswith(f"/live/{name}/master.m3u8")
+    assert body["rtmp_url"].startswith("rtmp://")
+    again = await client.post("/api/channels", json={"name": name}, headers=_admin())
+    assert again.status_code == 400
+
+    rotated = await client.post(f"/api/channels/{name}/rotate-key", headers=_admin())
+    assert rotated.status_code == 200 and rotated.json()["stream_key"] != key
+    channel = (await client.get(f"/api/channels/{name}")).json()
+    assert channel["key_version"] == 2
+    assert "stream_key" not in channel and hash_stream_key(key) not in str(channel)
+    names = [c["channel"] for c in (await client.get("/api/channels")).json()]
+    assert name in names
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"name": "Bad Name"}, {"name": "x" * 33}, {}, ["demo"]],
+    ids=["spaces", "too-long", "missing", "not-an-object"],
+)
+async def test_bad_channel_names_are_refused(client: httpx.AsyncClient, body: object) -> None:
+    response = await client.post("/api/channels", json=body, headers=_admin())
+    assert response.status_code == 400
+
+
+async def test_title_change_on_a_live_channel_marks_a_stream_update(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    name = f"api_{uuid.uuid4().hex[:8]}"
+    await client.post("/api/channels", json={"name": name}, headers=_admin())
+    codec = Codec()
+    CheckedProducer(settings.kafka_bootstrap).send(
+        STREAMS,
+        name,
+        codec.encode(
+            "StreamStarted",
+            {
+                "stream_id": f"{name}-s",
+                "channel": name,
+                "started_ms": 1,
+                "width": 1280,
+                "height": 720,
+                "fps": 30.0,
+                "renditions": ["720p30"],
+            },
+        ),
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        live = (await client.get("/api/streams")).json()
+        if any(s["channel"] == name for s in live):
+            break
+        await asyncio.sleep(0.1)
+    response = await client.patch(
+        f"/api/channels/{name}",
+        json={"title": "speedrun", "category": "games"},
+        headers=_admin(),
+    )
+    assert response.status_code == 200
+    while time.monotonic() < deadline:
+        live = {s["channel"]: s for s in (await client.get("/api/streams")).json()}
+        if live.get(name, {}).get("title") == "speedrun":
+            break
+        await asyncio.sleep(0.1)
+    assert live[name]["stream_id"] == f"{name}-s" and live[name]["category"] == "games"
+
+
+async def test_openapi_document_describes_the_api(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/api/openapi.json")).json()
+    assert document["openapi"].startswith("3.")
+    assert {"/api/channels", "/api/channels/{name}/rotate-key"} <= set(document["paths"])
