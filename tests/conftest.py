@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import re
@@ -283,9 +284,11 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(autouse=True)
 def _services_for_marked_tests(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Check Kafka and S3 before integration/e2e tests; give cluster tests a healed cluster."""
+    """Check Kafka and S3 before integration/e2e tests; give cluster tests a healed cluster;
+    collect garbage after them so a leaked resource is blamed on the test that leaked it."""
     node = request.node
-    if node.get_closest_marker("integration") or node.get_closest_marker("e2e"):
+    uses_services = bool(node.get_closest_marker("integration") or node.get_closest_marker("e2e"))
+    if uses_services:
         request.getfixturevalue("kafka_bootstrap")
         request.getfixturevalue("s3_config")
     cluster: KafkaCluster | None = None
@@ -294,3 +297,7 @@ def _services_for_marked_tests(request: pytest.FixtureRequest) -> Iterator[None]
     yield
     if cluster is not None:
         cluster.heal()
+    if uses_services or cluster is not None:
+        # Clients, sockets and pipes left in reference cycles would otherwise be collected
+        # (with a ResourceWarning, an error here) during whichever test runs next.
+        gc.collect()
