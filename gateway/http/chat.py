@@ -10,7 +10,7 @@ token endpoint, all owned by one `ChatService`.
 
 Moderation actions are produced to the compacted `onair.moderation` topic and applied by every
 chat server as its `ModerationFollower` reads them (and at once by the server that took the
-request). History is read back from `onair.chat` with `offsets_for_times`.
+request). History is read back from `onair.chat` with `offsets_for_times` (`chat_history`).
 
 The integrator creates one `ChatService`, awaits `start()` in the app's lifespan (after
 `ensure_topics`), mounts `routes()`, and awaits `stop()` on shutdown. `fanout="local"` skips
@@ -26,7 +26,6 @@ import hmac
 import json
 import logging
 import os
-import queue
 import secrets
 import socket
 import time
@@ -35,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -48,9 +47,11 @@ from gateway.http.chat_fanout import (
     ModerationFollower,
     OutboxLimits,
     PartitionFollower,
+    message_json,
     notice_frame,
     partition_for,
 )
+from gateway.http.chat_history import HistoryPage, HistoryReader
 from pipeline.chat import (
     ChatLimits,
     ChatRules,
@@ -67,13 +68,12 @@ from pipeline.metrics import Registry
 from pipeline.tokens import DEFAULT_TTL_S, MAX_TTL_S, canonical_user, issue_token, verify_token
 from schemas.codec import Codec
 from topics.admin import admin_client
-from topics.client import AsyncProducer, DeliveryError, make_consumer
+from topics.client import AsyncProducer, DeliveryError
 from topics.specs import CHAT, MODERATION
 
 logger = logging.getLogger(__name__)
 
 PARTITIONER = "murmur2_random"  # Java-compatible for keyed messages; see partition_for()
-SKEW_MS = 5_000  # sent_ms (chat server clock) vs the broker's LogAppendTime
 MAX_BODY_BYTES = 16 * 1024
 CLOSE_TOO_SLOW = 4008
 CLOSE_POLICY = 1008
@@ -96,36 +96,8 @@ class ChatConfig:
     fanout: Literal["kafka", "local"] = "kafka"
 
 
-@dataclass(slots=True)
-class HistoryPage:
-    channel: str
-    messages: list[dict[str, Any]]
-    more: bool
-
-    def to_json(self) -> dict[str, Any]:
-        next_since = self.messages[-1]["ts"] if self.more and self.messages else None
-        return {
-            "channel": self.channel,
-            "messages": self.messages,
-            "more": self.more,
-            "next_since": next_since,
-        }
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def message_json(record: dict[str, Any]) -> dict[str, Any]:
-    """A ChatMessage record as the `message` object of the frame reference."""
-    return {
-        "type": "message",
-        "id": record["id"],
-        "channel": record["channel"],
-        "user": record["user"],
-        "text": record["text"],
-        "ts": record["sent_ms"],
-    }
 
 
 def _error(code: str, message: str, **extra: Any) -> str:
@@ -135,142 +107,6 @@ def _error(code: str, message: str, **extra: Any) -> str:
 
 def _http_error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status, headers=headers)
-
-
-class _HistoryReader:
-    """Reads a channel's messages back from its partition; blocking (run it in a thread).
-    A few consumers are reused across requests (creating one costs a broker round trip)."""
-
-    def __init__(self, bootstrap: str, codec: Codec, max_scan: int) -> None:
-        self.bootstrap = bootstrap
-        self.codec = codec
-        self.max_scan = max_scan
-        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._all: list[Any] = []
-
-    def _take(self) -> Any:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            config: dict[str, Any] = {"queued.min.messages": 1000}
-            consumer = make_consumer(self.bootstrap, None, **config)
-            self._all.append(consumer)
-            return consumer
-
-    def close(self) -> None:
-        for consumer in self._all:
-            consumer.close()
-        self._all.clear()
-
-    def read(
-        self,
-        channel: str,
-        partition: int,
-        since_ms: int | None,
-        until_ms: int,
-        limit: int,
-        is_deleted: Callable[[str], bool],
-    ) -> HistoryPage:
-        consumer = self._take()
-        try:
-            return self._read(consumer, channel, partition, since_ms, until_ms, limit, is_deleted)
-        finally:
-            with contextlib.suppress(KafkaException):
-                consumer.unassign()
-            self._idle.put(consumer)
-
-    def _read(
-        self,
-        consumer: Any,
-        channel: str,
-        partition: int,
-        since_ms: int | None,
-        until_ms: int,
-        limit: int,
-        is_deleted: Callable[[str], bool],
-    ) -> HistoryPage:
-        tp = TopicPartition(CHAT, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
-        key = channel.encode()
-
-        def matches(record: dict[str, Any]) -> bool:
-            sent = int(record["sent_ms"])
-            return (
-                record["channel"] == channel
-                and (since_ms is None or sent >= since_ms)
-                and sent <= until_ms
-                and not is_deleted(str(record["id"]))
-            )
-
-        if since_ms is not None:  # oldest first from `since`
-            start = self._offset_at(consumer, partition, since_ms - SKEW_MS, high)
-            found, _ = self._scan(consumer, partition, start, high, key, matches, until_ms, limit)
-            return HistoryPage(channel, found[:limit], len(found) > limit)
-        # newest `limit` up to `until`: read windows backwards from there
-        end = self._offset_at(consumer, partition, until_ms + SKEW_MS, high)
-        found = []
-        window = max(4 * limit, 512)
-        scanned = 0
-        while end > low and len(found) <= limit and scanned < self.max_scan:
-            start = max(low, end - window)
-            chunk, _ = self._scan(consumer, partition, start, end, key, matches, None, None)
-            found = chunk + found
-            scanned += end - start
-            end = start
-            window *= 2
-        return HistoryPage(channel, found[-limit:], len(found) > limit)
-
-    @staticmethod
-    def _offset_at(consumer: Any, partition: int, ts_ms: int, default: int) -> int:
-        tp = TopicPartition(CHAT, partition, max(0, ts_ms))
-        [found] = consumer.offsets_for_times([tp], timeout=10.0)
-        return int(found.offset) if found.offset >= 0 else default
-
-    def _scan(
-        self,
-        consumer: Any,
-        partition: int,
-        start: int,
-        end: int,
-        key: bytes,
-        matches: Callable[[dict[str, Any]], bool],
-        until_ms: int | None,
-        limit: int | None,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Records in [start, end) of the partition that match, up to limit + 1."""
-        found: list[dict[str, Any]] = []
-        if start >= end:
-            return found, 0
-        consumer.assign([TopicPartition(CHAT, partition, start)])
-        scanned = 0
-        try:
-            while scanned < self.max_scan:
-                msg = consumer.poll(2.0)
-                if msg is None:
-                    break  # nothing within 2 s: the broker is away or the range is empty
-                if msg.error() is not None:
-                    continue
-                offset = msg.offset() or 0
-                if offset >= end:
-                    break
-                scanned += 1
-                _kind, broker_ms = msg.timestamp()
-                if until_ms is not None and broker_ms > until_ms + SKEW_MS:
-                    break
-                if msg.key() == key:
-                    try:
-                        record = self.codec.expect("ChatMessage", msg.value())
-                    except CodecError:
-                        record = None
-                    if record is not None and matches(record):
-                        found.append(message_json(record))
-                        if limit is not None and len(found) > limit:
-                            break
-                if offset >= end - 1:
-                    break
-        finally:
-            consumer.unassign()
-        return found, scanned
 
 
 class _Connection:
@@ -321,7 +157,7 @@ class ChatService:
         self._producer: AsyncProducer | None = None
         self._follower: PartitionFollower | None = None
         self._moderation_follower: ModerationFollower | None = None
-        self._history: _HistoryReader | None = None
+        self._history: HistoryReader | None = None
         self._history_slots = asyncio.Semaphore(self.config.history_readers)
         self._watchdog: asyncio.Task[None] | None = None
         self._sessions: set[asyncio.Task[None]] = set()
@@ -372,7 +208,7 @@ class ChatService:
             self.bootstrap, MODERATION, self._on_moderation
         )
         await self._moderation_follower.start()
-        self._history = _HistoryReader(self.bootstrap, self.codec, self.config.history_max_scan)
+        self._history = HistoryReader(self.bootstrap, self.codec, self.config.history_max_scan)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -204,6 +204,18 @@ class ClientOutbox:
             self.sent_frames += 1
 
 
+def message_json(record: dict[str, Any]) -> dict[str, Any]:
+    """A ChatMessage record as the `message` object of the frame reference."""
+    return {
+        "type": "message",
+        "id": record["id"],
+        "channel": record["channel"],
+        "user": record["user"],
+        "text": record["text"],
+        "ts": record["sent_ms"],
+    }
+
+
 def notice_frame(code: str, message: str, **extra: Any) -> str:
     return _dumps({"type": "notice", "code": code, "message": message, **extra})
 
