@@ -1,0 +1,157 @@
+"""The VOD builder on real media, without services: ffmpeg test patterns go through the real
+transcode path (`TranscodeWorker.process`) into a local store, as two publishes of one stream
+(a reconnect: timestamps start over, the first GOP after it is a discontinuity); the builder
+then writes playlists, MP4s, poster and thumbnails, checked with ffprobe and PyAV."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from pipeline.errors import MediaError
+from pipeline.ladder import Ladder
+from pipeline.store import LocalStore
+from schemas.codec import Codec
+from schemas.records import end_of_stream_record, gop_to_record
+from tests.harness import parse_media_playlist
+from tests.mediafixtures import cached_flv, ffprobe, gops_from_flv
+from workers.transcode import TranscodeWorker
+from workers.vod import (
+    TS_PACKET,
+    SegmentSet,
+    SegmentSpool,
+    StreamHistory,
+    VodBuilder,
+    splice_ts,
+)
+
+SID = "demo-20260101T000000Z-abcd"
+LADDER = Ladder.parse("360p30:800,160p30:300")
+FIRST_S, SECOND_S = 8, 6
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, SegmentSet]:
+    """The store after a live run, and every SegmentReady the workers produced."""
+    media = tmp_path_factory.mktemp("vod-media")
+    first = gops_from_flv(cached_flv(media, seconds=FIRST_S, size="640x360"), SID)
+    second = gops_from_flv(cached_flv(media, seconds=SECOND_S, size="640x360"), SID)
+    second = [
+        dataclasses.replace(g, sequence=g.sequence + len(first), discontinuity=i == 0)
+        for i, g in enumerate(second)
+    ]
+    gops = first + second
+    records = [gop_to_record(g, channel="demo", ingest_time_ms=1_767_225_602_000) for g in gops]
+    records.append(end_of_stream_record(SID, "demo", len(gops), gops[0].config, 0))
+    codec = Codec()  # through the wire format, as the workers see them
+    records = [codec.expect("GopChunk", codec.encode("GopChunk", r)) for r in records]
+    store = LocalStore(media / "store")
+    found = SegmentSet(SID)
+    for rung in LADDER.rungs:
+        worker = TranscodeWorker("unused:9092", rung, LADDER, store)
+        for record in records:
+            event = worker.process(record)
+            assert event is not None
+            found.add(event)
+    return store, found
+
+
+@pytest.fixture(scope="module")
+def vod(live: tuple[LocalStore, SegmentSet]) -> dict[str, Any]:
+    store, found = live
+    history = StreamHistory(SID, started={"channel": "demo", "started_ms": 1}, updates=[])
+    return VodBuilder(store, thumbnail_interval_s=4).build(
+        history, found, expected=["360p30", "160p30"], initial=("First", "Games")
+    )
+
+
+def test_the_record_is_complete_and_encodes(vod: dict[str, Any]) -> None:
+    assert vod["status"] == "complete"
+    assert vod["renditions"] == ["360p30", "160p30"]
+    assert vod["segment_count"] == 7
+    assert vod["discontinuities"] == 1
+    assert vod["chapters"] == [{"start_ms": 0, "title": "First", "category": "Games"}]
+    Codec().decode(Codec().encode("Vod", vod))
+
+
+def test_playlists_mark_the_reconnect(live: tuple[LocalStore, SegmentSet]) -> None:
+    store, _ = live
+    info = parse_media_playlist(store.get(f"vod/{SID}/360p30/index.m3u8").body.decode())
+    assert info["ended"]
+    assert [s["uri"] for s in info["segments"]] == [f"{n:06d}.ts" for n in range(7)]
+    assert [s["discontinuity"] for s in info["segments"]] == [False] * 4 + [True] + [False] * 2
+    assert abs(sum(s["duration"] for s in info["segments"]) - FIRST_S - SECOND_S) < 0.2
+
+
+@pytest.mark.parametrize("rendition", ["360p30", "160p30"])
+def test_mp4_is_the_whole_stream_faststart(
+    live: tuple[LocalStore, SegmentSet], vod: dict[str, Any], tmp_path: Path, rendition: str
+) -> None:
+    store, _ = live
+    body = store.get(vod["mp4"][rendition]).body
+    assert store.get(vod["mp4"][rendition]).content_type == "video/mp4"
+    assert body.find(b"moov") < body.find(b"mdat"), "moov must come first (faststart)"
+    path = tmp_path / "v.mp4"
+    path.write_bytes(body)
+    info = ffprobe(path, "-count_frames", "-show_streams", "-show_format")
+    assert abs(float(info["format"]["duration"]) - FIRST_S - SECOND_S) < 0.1
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    assert int(video["nb_read_frames"]) == (FIRST_S + SECOND_S) * 30
+    assert any(s["codec_type"] == "audio" for s in info["streams"])
+
+
+def _jpeg_size(body: bytes) -> tuple[int, int]:
+    with av.open(io.BytesIO(body), mode="r") as container:
+        frame = next(iter(container.decode(video=0)))
+        return frame.width, frame.height
+
+
+def test_poster_and_thumbnail_sprite(
+    live: tuple[LocalStore, SegmentSet], vod: dict[str, Any]
+) -> None:
+    store, _ = live
+    poster = store.get(vod["poster"])
+    assert poster.content_type == "image/jpeg" and _jpeg_size(poster.body) == (640, 360)
+    # 14 s every 4 s: 4 tiles in one row of 160x90
+    assert _jpeg_size(store.get(f"vod/{SID}/thumbs.jpg").body) == (640, 90)
+    vtt = store.get(vod["thumbnails"]).body.decode()
+    assert vtt.startswith("WEBVTT") and "thumbs.jpg#xywh=480,0,160,90" in vtt
+    chapters = store.get(vod["chapters_vtt"]).body.decode()
+    assert "00:00:00.000 --> 00:00:14.0" in chapters and "First (Games)" in chapters
+
+
+def _corrupt_packets(data: bytes) -> int:
+    with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
+        return sum(1 for packet in container.demux() if packet.is_corrupt)
+
+
+def test_splicing_keeps_the_demuxer_from_flagging_segment_joins(
+    live: tuple[LocalStore, SegmentSet],
+) -> None:
+    store, found = live
+    segments = [store.get(found.segments["160p30"][n]["key"]).body for n in range(4)]
+    assert _corrupt_packets(b"".join(segments)) > 0  # what plain concatenation does
+    out = io.BytesIO()
+    written = splice_ts(segments, out)
+    assert written == len(out.getvalue()) and written % TS_PACKET == 0
+    assert _corrupt_packets(out.getvalue()) == 0
+    with pytest.raises(MediaError, match="not MPEG-TS"):
+        splice_ts([b"\x00" * TS_PACKET], io.BytesIO())
+
+
+def test_segments_come_from_the_spool_first(
+    live: tuple[LocalStore, SegmentSet], tmp_path: Path
+) -> None:
+    store, _ = live
+    spool = SegmentSpool(tmp_path / "spool")
+    spool.put(SID, "160p30", 0, b"local copy")
+    builder = VodBuilder(store, spool)
+    assert builder.segment(SID, "160p30", 0) == b"local copy"
+    assert builder.segment(SID, "160p30", 1) == store.get(f"streams/{SID}/160p30/000001.ts").body
+    spool.drop(SID)
+    assert spool.get(SID, "160p30", 0) is None
