@@ -88,9 +88,11 @@ def run_onair(work: Path, seconds: float) -> tuple[list[float], list[float]]:
     try:
         platform.start("ingest", "ingest")
         platform.start("package", "package")
-        for rung in Ladder.parse(DEFAULT_LADDER).rungs:
+        rungs = Ladder.parse(DEFAULT_LADDER).for_source(1280, 720, 30.0)
+        for rung in rungs:
             platform.start(f"transcode-{rung.name}", "transcode", "--rendition", rung.name)
         wait_port(platform.rtmp_port)
+        platform.wait_ready("packager", *(f"transcode.{r.name}" for r in rungs))
         # warm up: a short stream on another channel, until its playlist appears
         warm = f"warm_{uuid.uuid4().hex[:6]}"
         platform.publish(platform.create_channel(warm)["stream_key"], 4, realtime=False).wait()

@@ -5,10 +5,13 @@ refuses a second publisher on a live channel, and hands the publish a `KafkaPubl
 cuts the media into GOPs and produces one `GopChunk` per GOP to `onair.ingest.gops` (key =
 stream id, so a stream's GOPs stay in order on one partition).
 
-Lifecycle events go to `onair.streams` (key = channel). When a publisher drops, the stream is
-kept open for the reconnect grace: the same key publishing again in time continues the same
-stream (sequence numbers go on, the next GOP is marked as a discontinuity). After the grace the
-stream ends: an end-of-stream marker follows the last GOP and `StreamEnded` is produced.
+Lifecycle events go to `onair.streams` (key = channel). When a publisher goes away the stream
+is kept open for the reconnect grace: `StreamInterrupted` (with the next sequence number) is
+produced, and the same key publishing again in time — on this ingest or on any other, which
+reads `onair.streams` — continues the same stream (`StreamResumed`; sequence numbers go on,
+the next GOP is marked as a discontinuity). When the grace runs out and nobody resumed it, the
+ingest that lost the publisher ends it: an end-of-stream marker follows the last GOP and
+`StreamEnded` is produced.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from schemas.records import end_of_stream_record, gop_to_record
 from topics.channels import ChannelDirectory
 from topics.client import AsyncProducer, Delivery
 from topics.specs import GOPS, STREAMS
+from topics.table import TableReader
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +63,18 @@ class StreamState:
     title: str | None = None
 
 
+# the ingest that lost a publisher waits this much longer than the grace before ending the
+# stream, so a resume produced elsewhere just before the deadline has reached it
+END_MARGIN_S = 1.0
+
+
 @dataclass
 class IngestHandler:
     producer: AsyncProducer
     channels: ChannelDirectory
     ladder: Ladder
     reconnect_grace_s: float = 5.0
+    lifecycle: TableReader | None = None  # onair.streams, latest event per channel
     registry: Registry = field(default_factory=Registry)
     codec: Codec = field(default_factory=Codec)
     streams: dict[str, StreamState] = field(default_factory=dict)  # by channel
@@ -87,6 +97,11 @@ class IngestHandler:
         if state is not None and state.connected:
             self.refused.labels("already_live").inc()
             raise AuthError(ALREADY_LIVE)
+        if state is None:
+            state = self._resumable_elsewhere(channel)
+            if state is not None:
+                self.streams[channel] = state
+                self.live.set(len(self.streams))
         if state is not None:  # back within the grace period: the same stream goes on
             if state.end_timer is not None:
                 state.end_timer.cancel()
@@ -109,6 +124,30 @@ class IngestHandler:
         self.live.set(len(self.streams))
         logger.info("channel %s: stream %s publishing", channel, state.stream_id)
         return KafkaPublication(self, state, resumed=False)
+
+    def _resumable_elsewhere(self, channel: str) -> StreamState | None:
+        """A stream another ingest lost less than the grace ago, as `onair.streams` says."""
+        latest = self.lifecycle.get(channel) if self.lifecycle is not None else None
+        if latest is None or latest["_type"] != "StreamInterrupted":
+            return None
+        if _now_ms() >= latest["interrupted_ms"] + latest["grace_ms"]:
+            return None
+        return StreamState(
+            channel,
+            latest["stream_id"],
+            latest["started_ms"],
+            next_sequence=latest["next_sequence"],
+            gops_partition=latest["gops_partition"],
+            first_offset=latest["gops_first_offset"],
+        )
+
+    def _resumed_elsewhere(self, state: StreamState) -> bool:
+        latest = self.lifecycle.get(state.channel) if self.lifecycle is not None else None
+        return (
+            latest is not None
+            and latest["stream_id"] == state.stream_id
+            and latest["_type"] in ("StreamResumed", "StreamUpdated", "StreamEnded")
+        )
 
     async def publish_gop(self, state: StreamState, gop: Gop) -> asyncio.Future[Delivery]:
         record = gop_to_record(gop, channel=state.channel, ingest_time_ms=_now_ms())
@@ -147,11 +186,30 @@ class IngestHandler:
     async def _send_event(self, name: str, channel: str, record: dict[str, Any]) -> None:
         await self.producer.send(STREAMS, channel, self.codec.encode(name, record))
 
-    def disconnected(self, state: StreamState, reason: str) -> None:
+    async def disconnected(self, state: StreamState, reason: str) -> None:
         state.connected = False
+        now = _now_ms()
+        grace_ms = int(self.reconnect_grace_s * 1000)
+        if grace_ms > 0:
+            await self._send_event(
+                "StreamInterrupted",
+                state.channel,
+                {
+                    "stream_id": state.stream_id,
+                    "channel": state.channel,
+                    "interrupted_ms": now,
+                    "next_sequence": state.next_sequence,
+                    "grace_ms": grace_ms,
+                    "started_ms": state.started_ms,
+                    "reason": reason,
+                    "gops_partition": state.gops_partition,
+                    "gops_first_offset": state.first_offset,
+                },
+            )
+        delay = self.reconnect_grace_s + END_MARGIN_S if grace_ms > 0 else 0
         loop = asyncio.get_running_loop()
         state.end_timer = loop.call_later(
-            max(self.reconnect_grace_s, 0), lambda: self._spawn(self.end_stream(state, reason))
+            delay, lambda: self._spawn(self.end_stream(state, reason))
         )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -174,6 +232,11 @@ class IngestHandler:
             return
         del self.streams[state.channel]
         self.live.set(len(self.streams))
+        if self._resumed_elsewhere(state):
+            logger.info(
+                "channel %s: stream %s goes on at another ingest", state.channel, state.stream_id
+            )
+            return
         marker = end_of_stream_record(
             state.stream_id, state.channel, state.next_sequence, state.config, _now_ms()
         )
@@ -268,4 +331,4 @@ class KafkaPublication:
                 await self._publish(last)
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        self.handler.disconnected(self.state, reason)
+        await self.handler.disconnected(self.state, reason)

@@ -141,13 +141,14 @@ def demo_key(settings: Settings, channel: str = "demo") -> str:
 
 def role_groups(settings: Settings) -> dict[str, tuple[str, str]]:
     """Consumer group and topic of each role, for lag."""
-    from topics.specs import GOPS, SEGMENTS
+    from topics.specs import GOPS, SEGMENTS, STREAMS
 
     groups = {
-        f"transcode {r.name}": (f"onair.transcode.{r.name}", GOPS) for r in settings.ladder.rungs
+        f"transcode {r.name}": (settings.group(f"transcode.{r.name}"), GOPS)
+        for r in settings.ladder.rungs
     }
-    groups["package"] = ("onair-packager", SEGMENTS)
-    groups["vod"] = ("onair.vod", "onair.streams")
+    groups["package"] = (settings.group("packager"), SEGMENTS)
+    groups["vod"] = (settings.group("vod"), STREAMS)
     return groups
 
 
@@ -218,16 +219,24 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.metrics import Registry
     from topics.channels import ChannelDirectory
     from topics.client import AsyncProducer
+    from topics.specs import STREAMS
+    from topics.table import TableReader
 
     registry = Registry()
     _metrics(settings, args, registry)
 
     async def run() -> None:
         channels = ChannelDirectory(settings.kafka_bootstrap)
-        await asyncio.to_thread(channels.start)
+        lifecycle = TableReader(settings.kafka_bootstrap, STREAMS, None)
+        await asyncio.gather(asyncio.to_thread(channels.start), asyncio.to_thread(lifecycle.start))
         producer = AsyncProducer(settings.kafka_bootstrap)
         handler = IngestHandler(
-            producer, channels, settings.ladder, settings.reconnect_grace_s, registry
+            producer,
+            channels,
+            settings.ladder,
+            settings.reconnect_grace_s,
+            lifecycle,
+            registry,
         )
         guard = AuthGuard(max_failures=settings.auth_max_failures, block_s=settings.auth_block_s)
         server = RtmpServer(settings.rtmp_host, settings.rtmp_port, handler, guard)
@@ -244,6 +253,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             await handler.end_all()
             producer.close()
             channels.stop()
+            lifecycle.stop()
 
     asyncio.run(run())
     return 0
@@ -268,6 +278,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
         open_store(settings.storage_url, **settings.s3_options()),
         preset=settings.x264_preset,
         registry=registry,
+        group=settings.group(f"transcode.{rung.name}"),
         instance_id=instance_id(f"transcode-{rung.name}", args.instance),
     )
     _stop_on_signals(worker.stop_event.set)
@@ -288,6 +299,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
         window_size=settings.playlist_window,
         partitions=settings.partitions,
         replication=settings.replication,
+        app_id=settings.group("packager"),
         instance_id=instance_id("package", args.instance),
         registry=registry,
     )

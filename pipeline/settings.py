@@ -8,6 +8,7 @@ A bad value raises `ConfigError` naming the variable.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -64,6 +65,7 @@ class Settings:
     admin_token: str = ""
     token_secret: str = ""
     metrics_port: int = 0  # workers' /metrics; 0 = a free port is not opened
+    group_prefix: str = "onair"  # consumer groups: <prefix>.transcode.<rung>, <prefix>-packager
     auth_max_failures: int = 5
     auth_block_s: float = 300.0
 
@@ -99,6 +101,7 @@ class Settings:
         take("ONAIR_ADMIN_TOKEN", "admin_token", lambda n, r: r)
         take("ONAIR_TOKEN_SECRET", "token_secret", lambda n, r: r)
         take("ONAIR_METRICS_PORT", "metrics_port", lambda n, r: _int(n, r, 0, 65535))
+        take("ONAIR_GROUP_PREFIX", "group_prefix", _group_prefix)
         take("ONAIR_AUTH_MAX_FAILURES", "auth_max_failures", lambda n, r: _int(n, r, 1, 1000))
         take("ONAIR_AUTH_BLOCK_S", "auth_block_s", lambda n, r: _float(n, r, 0, 86400))
         if str(values.get("storage_url", "")).startswith("s3://") and not values.get("s3_endpoint"):
@@ -136,6 +139,10 @@ class Settings:
     def player_url(self, channel: str) -> str:
         return f"http://{self.public_host}:{self.http_port}/watch/{channel}"
 
+    def group(self, role: str) -> str:
+        """The consumer group of a role: `transcode.720p60` → `onair.transcode.720p60`."""
+        return f"{self.group_prefix}.{role}"
+
     def s3_options(self) -> dict[str, str]:
         options = {"endpoint_url": self.s3_endpoint or "", "region": self.s3_region}
         if self.s3_access_key:
@@ -170,6 +177,12 @@ _PRESETS = [
 def _preset(name: str, raw: str) -> str:
     if raw not in _PRESETS:
         raise ConfigError(name, f"{raw!r} is not an x264 preset ({', '.join(_PRESETS)})")
+    return raw
+
+
+def _group_prefix(name: str, raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", raw):
+        raise ConfigError(name, f"{raw[:40]!r} may hold only letters, digits, '.', '_', '-'")
     return raw
 
 

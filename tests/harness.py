@@ -47,6 +47,9 @@ class Platform:
         self.rtmp_port = free_port()
         self.http_port = free_port()
         self.prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+        # consumer groups of its own: no harness ever shares partitions with another one, and
+        # new groups start at the live edge (see `wait_ready`)
+        self.group_prefix = f"test-{uuid.uuid4().hex[:8]}"
         bucket = os.environ.get("ONAIR_S3_BUCKET", "onair")
         self.env = {
             **os.environ,
@@ -60,9 +63,12 @@ class Platform:
             "ONAIR_HTTP_HOST": "127.0.0.1",
             "ONAIR_HTTP_PORT": str(self.http_port),
             "ONAIR_PUBLIC_HOST": "127.0.0.1",
+            "ONAIR_GROUP_PREFIX": self.group_prefix,
             **env,
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._publishes = 0
+        self.last_publish_log = ""
 
     def cli(self, *args: str, timeout_s: float = 60.0) -> str:
         result = subprocess.run(
@@ -81,11 +87,11 @@ class Platform:
         info: dict[str, Any] = json.loads(self.cli("channel", "create", name, "--json"))
         return info
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", *args],
-            env=self.env,
+            env={**self.env, **env},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -93,6 +99,32 @@ class Platform:
         log.close()
         self.procs[name] = proc
         return proc
+
+    def wait_ready(self, *roles: str, timeout_s: float = 90.0) -> None:
+        """Wait until each role's consumer group (`transcode.720p60`, `packager`, …) is stable
+        with its partitions assigned: workers of a new group start at the live edge, so a
+        stream published before they are in would lose its first GOPs."""
+        from confluent_kafka import ConsumerGroupState
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(
+            {"bootstrap.servers": self.env.get("ONAIR_KAFKA_BOOTSTRAP", "localhost:9092")}
+        )
+        groups = [f"{self.group_prefix}.{role}" for role in roles]
+        deadline = time.monotonic() + timeout_s
+        pending = set(groups)
+        while pending:
+            for group, future in admin.describe_consumer_groups(list(pending)).items():
+                try:
+                    description = future.result()
+                except Exception:
+                    continue
+                assigned = any(m.assignment.topic_partitions for m in description.members)
+                if description.state == ConsumerGroupState.STABLE and assigned:
+                    pending.discard(group)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"groups not ready after {timeout_s}s: {sorted(pending)}")
+            time.sleep(0.3)
 
     def kill(self, name: str) -> None:
         """SIGKILL: no goodbye, no final commit — the crash a successor must survive."""
@@ -138,6 +170,7 @@ class Platform:
         size: str = "1280x720",
         fps: int = 30,
         realtime: bool = True,
+        port: int | None = None,
     ) -> subprocess.Popen[bytes]:
         """Real ffmpeg pushes a test pattern with a tone, keyframe every 2 s."""
         gop = str(fps * 2)
@@ -173,9 +206,14 @@ class Platform:
             "96k",
             "-f",
             "flv",
-            f"rtmp://127.0.0.1:{self.rtmp_port}/live/{key}",
+            f"rtmp://127.0.0.1:{port or self.rtmp_port}/live/{key}",
         ]
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._publishes += 1
+        log = open(self.logs / f"ffmpeg-{self._publishes}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
+        self.last_publish_log = log.name
+        return proc
 
 
 def parse_media_playlist(text: str) -> dict[str, Any]:

@@ -172,6 +172,7 @@ def build_app(
         topic_replication_factor=replication,
         broker_commit_every=1,
         broker_session_timeout=10.0,
+        consumer_auto_offset_reset="latest",  # a new packager starts at the live edge
         broker_heartbeat_interval=1.0,
         consumer_group_instance_id=instance_id,
         broker_commit_interval=0.5,
@@ -183,8 +184,8 @@ def build_app(
     # "<stream>/<rendition>" → LiveWindow; "<stream>" → variants and bandwidth meters
     packager = Packager(
         store,
-        windows=app.Table("onair-packager-windows"),
-        masters=app.Table("onair-packager-masters"),
+        windows=app.Table("windows"),
+        masters=app.Table("masters"),
         window_size=window_size,
         registry=registry or Registry(),
     )

@@ -37,8 +37,9 @@ def segment_key(stream_id: str, rendition: str, sequence: int) -> str:
     return f"streams/{stream_id}/{rendition}/{sequence:06d}.ts"
 
 
-def group_id(rung: Rendition) -> str:
-    return f"onair.transcode.{rung.name}"
+def group_role(rung: Rendition) -> str:
+    """The role part of the rung's consumer group (`Settings.group()` adds the prefix)."""
+    return f"transcode.{rung.name}"
 
 
 @dataclass
@@ -49,7 +50,7 @@ class TranscodeWorker:
     store: ObjectStore
     preset: str = "veryfast"
     registry: Registry = field(default_factory=Registry)
-    group: str | None = None  # default: onair.transcode.<rung>; rebuilds use their own
+    group: str = "onair.transcode"  # the consumer group; one per rung
     topic: str = GOPS
     instance_id: str | None = None  # static group membership: a restart takes over at once
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -74,10 +75,11 @@ class TranscodeWorker:
     def run(self) -> None:
         """Consume until `stop_event` is set. Delivery or commit failures raise: the process
         exits and its successor resumes from the last committed offset."""
-        static: dict[str, Any] = {"group.instance.id": self.instance_id} if self.instance_id else {}
-        consumer = make_consumer(
-            self.bootstrap, self.group or group_id(self.rung), topics=[self.topic], **static
-        )
+        # a new group starts at the live edge, not at the start of the replay window
+        config: dict[str, Any] = {"auto.offset.reset": "latest"}
+        if self.instance_id:
+            config["group.instance.id"] = self.instance_id
+        consumer = make_consumer(self.bootstrap, self.group, topics=[self.topic], **config)
         producer = CheckedProducer(self.bootstrap)
         logger.info("transcode %s: consuming %s", self.rung.name, self.topic)
         try:

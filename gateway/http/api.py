@@ -29,7 +29,8 @@ def live_streams(streams: TableReader) -> list[dict[str, Any]]:
     return [
         {k: v for k, v in record.items() if k != "_type"}
         for record in streams.snapshot().values()
-        if record["_type"] in ("StreamStarted", "StreamResumed", "StreamUpdated")
+        if record["_type"]
+        in ("StreamStarted", "StreamResumed", "StreamUpdated", "StreamInterrupted")
     ]
 
 

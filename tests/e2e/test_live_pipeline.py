@@ -73,11 +73,14 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
             platform.start(f"transcode-{rung}", "transcode", "--rendition", rung)
         wait_port(platform.rtmp_port)
         wait_port(platform.http_port)
+        platform.wait_ready(
+            "packager", *(f"transcode.{r}" for r in ("720p60", "480p30", "360p30", "160p30"))
+        )
 
         live.gops_before = _gop_ends(kafka_bootstrap)
         refused = platform.publish("live_not-the-key", 3, realtime=False)
-        _, stderr = refused.communicate(timeout=60)
-        live.refused_exit, live.refused_stderr = refused.returncode, stderr.decode(errors="replace")
+        live.refused_exit = refused.wait(60)
+        live.refused_stderr = Path(platform.last_publish_log).read_text(errors="replace")
         live.gops_after = _gop_ends(kafka_bootstrap)
 
         streamer = platform.publish(key, STREAM_S)
@@ -93,11 +96,12 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
                 platform.kill("package")
                 platform.start("package", "package")
                 killed["package"] = True
+                platform.wait_ready("packager")
             master = platform.get_or_none(f"/live/{channel}/master.m3u8")
             if master:
                 live.masters_during.append(master.decode())
             time.sleep(1)
-        assert streamer.returncode == 0, streamer.stderr.read() if streamer.stderr else ""
+        assert streamer.returncode == 0, Path(platform.last_publish_log).read_text()
         assert all(killed.values())
 
         deadline = time.monotonic() + 150

@@ -57,6 +57,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "renditions": ["720p30"],
     },
     "StreamResumed": {"stream_id": "s", "channel": "demo", "resumed_ms": 1, "next_sequence": 3},
+    "StreamInterrupted": {
+        "stream_id": "s",
+        "channel": "demo",
+        "interrupted_ms": 1,
+        "next_sequence": 3,
+        "grace_ms": 5000,
+        "started_ms": 0,
+        "reason": "connection lost",
+    },
     "StreamUpdated": {"stream_id": "s", "channel": "demo", "updated_ms": 1, "title": "hi"},
     "StreamEnded": {
         "stream_id": "s",
