@@ -60,7 +60,7 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.frame import VideoFrame
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from pipeline.errors import CodecError, MediaError
+from pipeline.errors import CodecError, MediaError, ObjectNotFound
 from pipeline.metrics import Registry
 from pipeline.playlist import (
     BandwidthMeter,
@@ -661,6 +661,8 @@ class Prefetcher:
             body = self.store.get(record["key"]).body
             self.spool.put(record["stream_id"], record["rendition"], record["sequence"], body)
             self.fetched.inc()
+        except ObjectNotFound:  # not in this store: another platform's stream
+            logger.debug("vod prefetch: %s not found", record["key"])
         except Exception as exc:
             logger.warning("vod prefetch of %s failed: %s", record["key"], exc)
 
@@ -1025,7 +1027,7 @@ class VodBuilder:
             for name, job in jobs.items():
                 try:
                     result = job.result()
-                except MediaError as exc:
+                except (MediaError, ObjectNotFound) as exc:  # a store outage still raises
                     logger.error("stream %s: %s failed: %s", stream_id, name, exc)
                     failures.append(name)
                     continue
@@ -1067,6 +1069,11 @@ class VodBuilder:
 # ---- the worker ----------------------------------------------------------------------------
 
 
+def _log_assignment(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    del consumer
+    logger.info("vod: assigned %s partitions %s", STREAMS, [p.partition for p in partitions])
+
+
 @dataclass
 class VodWorker:
     bootstrap: str
@@ -1101,10 +1108,17 @@ class VodWorker:
     def run(self) -> None:
         """Consume onair.streams until `stop_event`; a failed store write, delivery or commit
         raises, and the successor redoes the stream (every output is overwritten alike)."""
-        extra: dict[str, Any] = {"max.poll.interval.ms": int((self.segment_wait_s + 900) * 1000)}
+        extra: dict[str, Any] = {
+            "max.poll.interval.ms": int((self.segment_wait_s + 900) * 1000),
+            # a new group starts at the end: StreamEnded events from before the VOD worker
+            # existed are not turned into VODs (their segments may be long gone)
+            "auto.offset.reset": "latest",
+        }
         if self.instance_id:
             extra["group.instance.id"] = self.instance_id
-        consumer = make_consumer(self.bootstrap, self.group, topics=[STREAMS], **extra)
+        consumer = make_consumer(
+            self.bootstrap, self.group, topics=[STREAMS], on_assign=_log_assignment, **extra
+        )
         producer = CheckedProducer(self.bootstrap)
         catalog = TableReader(self.bootstrap, VODS, "Vod", self._codec)
         catalog.start()
@@ -1147,13 +1161,14 @@ class VodWorker:
                 logger.info("vod: stream %s ended without media; no VOD", stream_id)
             else:
                 vod = self.make_vod(record, msg.partition() or 0, msg.offset() or 0)
-                producer.send(VODS, stream_id, self._codec.encode("Vod", vod))
+                if vod is not None:
+                    producer.send(VODS, stream_id, self._codec.encode("Vod", vod))
             if self.prefetcher is not None:
                 self.prefetcher.forget(stream_id)
             self.spool.drop(stream_id)
         consumer.commit(message=msg, asynchronous=False)
 
-    def make_vod(self, ended: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    def make_vod(self, ended: dict[str, Any], partition: int, offset: int) -> dict[str, Any] | None:
         started_at = time.perf_counter()
         stream_id = ended["stream_id"]
         history = read_stream_history(
@@ -1171,6 +1186,11 @@ class VodWorker:
             wait_s=self.segment_wait_s,
             codec=self._codec,
         )
+        first = next((r for r in segments.segments.values() if r), None)
+        if first is None or not self.store.exists(first[min(first)]["key"]):
+            # another platform's stream on the same brokers (or its objects are gone)
+            logger.warning("vod: stream %s has no segment in this store; no VOD", stream_id)
+            return None
         initial = channel_info_at(self.bootstrap, history.channel, since or ended["ended_ms"])
         vod = self.builder.build(history, segments, expected=expected, initial=initial)
         elapsed = time.perf_counter() - started_at
