@@ -36,11 +36,6 @@ def register(sub: Any, settings_factory: Callable[[], Settings]) -> None:
         help="this process's number among the VOD workers on this host (static membership)",
     )
     vod.add_argument(
-        "--group",
-        default="onair.vod",
-        help="consumer group (a new group starts at the end of onair.streams)",
-    )
-    vod.add_argument(
         "--thumbnail-interval", type=float, default=10.0, help="seconds between thumbnails"
     )
     vod.add_argument(
@@ -100,7 +95,7 @@ def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
         open_store(settings.storage_url, **settings.s3_options()),
         Path(settings.state_dir) / "vod-spool",
         registry=registry,
-        group=args.group,
+        group=settings.group("vod"),
         instance_id=instance_id("vod", args.instance),
         thumbnail_interval_s=args.thumbnail_interval,
         segment_wait_s=args.segment_wait,

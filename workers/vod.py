@@ -79,7 +79,7 @@ from workers.transcode import segment_key
 
 logger = logging.getLogger(__name__)
 
-GROUP = "onair.vod"
+GROUP = "onair.vod"  # the CLI passes Settings.group("vod")
 VOD_CACHE_CONTROL = "public, max-age=300"  # a rebuild may rewrite a VOD's files
 JUMP_TOLERANCE_90K = 9_000  # as the live window: a bigger gap between segments is a cut
 THUMB_WIDTH = 160

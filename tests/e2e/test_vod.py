@@ -3,8 +3,7 @@
 One 640x360 stream on a two-rung ladder (360p30, 160p30): ffmpeg publishes 10 s in real time,
 drops, and publishes 6 s more within the reconnect grace (one stream, a discontinuity); while
 it runs, a StreamUpdated (title/category) is produced. Roles run as processes: ingest, the two
-transcode workers, the VOD worker (its own group, so no other harness's streams reach it) and
-the HTTP origin. Then `onair vod rebuild` re-runs the stream from onair.ingest.gops with a
+transcode workers, the VOD worker and the HTTP origin. Then `onair vod rebuild` re-runs the stream from onair.ingest.gops with a
 rung that was not live. A second test makes a stream whose GOP offsets are below the
 partition's low watermark (test topics, records deleted) and expects a clear refusal.
 """
@@ -81,12 +80,13 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
         platform.start("ingest", "ingest")
         for rung in RENDITIONS:
             platform.start(f"transcode-{rung}", "transcode", "--rendition", rung)
-        platform.start("vod", "vod", "--group", f"onair.vod.{platform.prefix}")
+        platform.start("vod", "vod")
         platform.start("http", "http")
         streams.start()
         vods.start()
         wait_port(platform.rtmp_port)
         wait_port(platform.http_port)
+        platform.wait_ready("vod", *(f"transcode.{r}" for r in RENDITIONS))
 
         first = platform.publish(key, FIRST_S, size="640x360")
         result.stream_id = _wait_stream(streams, channel)["stream_id"]
