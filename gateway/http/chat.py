@@ -73,6 +73,7 @@ from topics.specs import CHAT, MODERATION
 
 logger = logging.getLogger(__name__)
 
+SEND_TIMEOUT_MS = 10_000
 PARTITIONER = "murmur2_random"  # Java-compatible for keyed messages; see partition_for()
 MAX_BODY_BYTES = 16 * 1024
 CLOSE_TOO_SLOW = 4008
@@ -203,7 +204,11 @@ class ChatService:
         )
         self.hub.follower, self.hub.partitions = self._follower, self.partitions
         self._follower.start()
-        self._producer = AsyncProducer(self.bootstrap, partitioner=PARTITIONER)
+        # a chat message that cannot be stored within seconds is refused (`unavailable`), not
+        # delivered minutes late
+        self._producer = AsyncProducer(
+            self.bootstrap, partitioner=PARTITIONER, **{"message.timeout.ms": SEND_TIMEOUT_MS}
+        )
         self._moderation_follower = ModerationFollower(
             self.bootstrap, MODERATION, self._on_moderation
         )
