@@ -962,7 +962,9 @@ class VodBuilder:
         poster_index = timeline.index_at(timeline.total_90k // 3)
         frame = first_frame(self.segment(stream_id, top, timeline.sequences[poster_index]))
         poster = vod_key(stream_id, "poster.jpg")
-        self._put(poster, encode_jpeg(frame, *even_size(frame.width, frame.height, 1280)))
+        self._put(
+            poster, encode_jpeg(frame, *even_size(frame.width, frame.height, POSTER_MAX_WIDTH))
+        )
 
         low = timeline.renditions[-1]
         first = timeline.record(0, low)
