@@ -303,7 +303,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
         instance_id=instance_id("package", args.instance),
         registry=registry,
     )
-    packager.run_worker(app)
+    packager.run_worker(app, loglevel="info" if args.verbose else "warn")
     return 0
 
 
@@ -440,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
         role.add_argument("--metrics-port", type=int, default=None)
         if name == "transcode":
             role.add_argument("--rendition", required=True, help="rung name, e.g. 720p60")
+        if name == "package":
+            role.add_argument("--verbose", action="store_true", help="faust's own info logs")
         if name in ("transcode", "package"):
             role.add_argument(
                 "--instance",

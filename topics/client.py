@@ -41,6 +41,7 @@ __all__ = [
     "TopicPartition",
     "make_consumer",
     "poll_checked",
+    "start_new_partitions_at_end",
 ]
 
 
@@ -201,6 +202,20 @@ def make_consumer(
             kwargs["on_revoke"] = on_revoke
         consumer.subscribe(topic_list, **kwargs)
     return consumer
+
+
+def start_new_partitions_at_end(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """An `on_assign` callback for live workers: a partition the group has never committed on
+    starts at its end (the live edge, not the whole replay window), and that position is
+    committed at once, so a successor of a worker killed before its first commit resumes
+    there instead of jumping to the then-current end and skipping what came in between."""
+    committed = consumer.committed(partitions, timeout=10)
+    fresh = [tp for tp in committed if tp.offset < 0]
+    for tp in fresh:
+        tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
+    if fresh:
+        consumer.commit(offsets=fresh, asynchronous=False)
+        logger.info("group starts %d new partitions at their end", len(fresh))
 
 
 def poll_checked(consumer: Consumer, timeout: float) -> Message | None:

@@ -83,8 +83,17 @@ class Packager:
                 )
             )
         if not changed:
+            logger.debug(
+                "packager: %s segment %d changes nothing (next %s, %d pending)",
+                key,
+                record["sequence"],
+                window.next_sequence,
+                len(window.pending),
+            )
             return
         self.windows[key] = window.to_dict()
+        if window.ended:
+            logger.info("packager: %s ended with %d segments listed", key, len(window.segments))
         await self._put(f"live/{channel}/{rendition}/index.m3u8", window.render())
         if not record["end_of_stream"]:
             await self._update_master(record)
@@ -172,7 +181,9 @@ def build_app(
         topic_replication_factor=replication,
         broker_commit_every=1,
         broker_session_timeout=10.0,
-        consumer_auto_offset_reset="latest",  # a new packager starts at the live edge
+        # a new packager group replays onair.segments from its start: cheap (playlist writes
+        # only) and it never skips segments a killed predecessor read but did not commit
+        consumer_auto_offset_reset="earliest",
         broker_heartbeat_interval=1.0,
         consumer_group_instance_id=instance_id,
         broker_commit_interval=0.5,

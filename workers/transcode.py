@@ -24,7 +24,12 @@ from pipeline.metrics import Registry
 from pipeline.store import ObjectStore
 from schemas.codec import Codec
 from schemas.records import gop_from_record
-from topics.client import CheckedProducer, make_consumer, poll_checked
+from topics.client import (
+    CheckedProducer,
+    make_consumer,
+    poll_checked,
+    start_new_partitions_at_end,
+)
 from topics.specs import GOPS, SEGMENTS
 from workers.encoder import GopTranscoder
 
@@ -75,11 +80,17 @@ class TranscodeWorker:
     def run(self) -> None:
         """Consume until `stop_event` is set. Delivery or commit failures raise: the process
         exits and its successor resumes from the last committed offset."""
-        # a new group starts at the live edge, not at the start of the replay window
-        config: dict[str, Any] = {"auto.offset.reset": "latest"}
+        config: dict[str, Any] = {}
         if self.instance_id:
             config["group.instance.id"] = self.instance_id
-        consumer = make_consumer(self.bootstrap, self.group, topics=[self.topic], **config)
+        # a new group starts at the live edge, not at the start of the replay window
+        consumer = make_consumer(
+            self.bootstrap,
+            self.group,
+            topics=[self.topic],
+            on_assign=start_new_partitions_at_end,
+            **config,
+        )
         producer = CheckedProducer(self.bootstrap)
         logger.info("transcode %s: consuming %s", self.rung.name, self.topic)
         try:
