@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
 from confluent_kafka.admin._resource import ResourceType
@@ -119,14 +119,17 @@ def group_lag(bootstrap: str, group: str, topic: str, timeout: float = 10.0) -> 
 
 
 def _group_lag(bootstrap: str, group: str, topic: str, timeout: float) -> list[PartitionLag]:
-    admin = admin_client(bootstrap)
-    metadata = admin.list_topics(topic, timeout=timeout).topics[topic]
-    partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
-    request = [ConsumerGroupTopicPartitions(group, partitions)]
-    result = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group].result()
-    committed = {tp.partition: tp.offset for tp in result.topic_partitions}
-    reader = make_consumer(bootstrap, None)
+    # Committed offsets through a consumer of the group that never joins it (no subscribe),
+    # not AdminClient.list_consumer_group_offsets: librdkafka 2.16 dereferences a null
+    # consumer-group handle when that admin request meets COORDINATOR_LOAD_IN_PROGRESS
+    # (seen here right after a broker restart: SIGSEGV in rd_kafka_cgrp_op).
+    reader = make_consumer(bootstrap, group)
     try:
+        metadata = reader.list_topics(topic, timeout=timeout).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+        committed = {
+            tp.partition: max(tp.offset, -1) for tp in reader.committed(partitions, timeout)
+        }
         lags = []
         for tp in partitions:
             _low, high = reader.get_watermark_offsets(tp, timeout=timeout)

@@ -171,7 +171,10 @@ def test_corrupt_and_unknown_records_are_skipped_and_counted(
     )
     consumer = make_consumer(kafka_bootstrap, worker.group, topics=[topic])
     segments = make_consumer(kafka_bootstrap, None)
-    segments.assign([TopicPartition(SEGMENTS, p, -1) for p in range(6)])  # from the end
+    ends = [TopicPartition(SEGMENTS, p) for p in range(6)]
+    for tp in ends:  # from the current end, resolved now, before the worker produces
+        tp.offset = segments.get_watermark_offsets(tp, timeout=10)[1]
+    segments.assign(ends)
     deadline = time.monotonic() + 60
     handled = 0
     while handled < 3 and time.monotonic() < deadline:
