@@ -118,6 +118,10 @@ def run_onair(work: Path, seconds: float) -> tuple[list[float], list[float]]:
         )
     finally:
         platform.stop()
+    if not listed or not closed:
+        raise RuntimeError(
+            f"nothing measured: {len(listed)} listed, {len(closed)} GOPs; logs in {platform.logs}"
+        )
     by_ingest = [listed[n] - closed[n] for n in listed if n in closed]
     by_publisher = [listed[n] - (started + GOP_S * (n + 1)) for n in listed]
     return by_ingest, by_publisher
@@ -215,8 +219,8 @@ def run_reference(work: Path, seconds: float) -> list[float]:
         f"{out}/%v/seg%05d.ts",
         f"{out}/%v/index.m3u8",
     ]
-    server = subprocess.Popen(args, stderr=subprocess.PIPE)
-    wait_port(port)
+    server = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)  # `-listen 1` takes exactly one client: no port probe before the push
     watcher = PlaylistWatcher({str(i): out / str(i) / "index.m3u8" for i in range(len(rungs))})
     watcher.start()
     platform = Platform(work / "ref")
@@ -228,6 +232,10 @@ def run_reference(work: Path, seconds: float) -> list[float]:
     time.sleep(1)
     watcher.stop.set()
     listed = watcher.listed_everywhere()
+    if len(listed) < 2:
+        raise RuntimeError(
+            f"the reference listed {len(listed)} segments (exit {server.returncode})"
+        )
     # ffmpeg lists the last, shorter segment only at the end: leave it out
     return [listed[n] - (started + GOP_S * (n + 1)) for n in sorted(listed)[:-1]]
 
