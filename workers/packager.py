@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,10 @@ class Packager:
         self.events = m.counter("onair_packager_segments_total", "SegmentReady events handled.")
         self.bad = m.counter("onair_packager_bad_events_total", "Events that could not be read.")
         self.writes = m.counter("onair_packager_playlist_writes_total", "Playlists written.")
+        self.latency = m.histogram(
+            "onair_packager_listed_latency_seconds",
+            "From ingest closing a GOP to its segment listed in a media playlist.",
+        )
 
     async def on_event(self, value: bytes | None) -> None:
         try:
@@ -96,6 +101,7 @@ class Packager:
             logger.info("packager: %s ended with %d segments listed", key, len(window.segments))
         await self._put(f"live/{channel}/{rendition}/index.m3u8", window.render())
         if not record["end_of_stream"]:
+            self.latency.observe(max(0.0, time.time() - record["ingest_time_ms"] / 1000))
             await self._update_master(record)
 
     async def _update_master(self, record: dict[str, Any]) -> None:
