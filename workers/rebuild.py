@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -53,6 +54,7 @@ from workers.vod import (
     VodBuilder,
     channel_info_at,
     chapters_for,
+    put_file,
     read_stream_history,
 )
 
@@ -82,6 +84,15 @@ class PrefixedStore:
     def put(self, key: str, body: bytes, *, content_type: str, cache_control: str) -> None:
         self.inner.put(
             self.prefix + key, body, content_type=content_type, cache_control=cache_control
+        )
+
+    def put_file(self, key: str, path: Path, *, content_type: str, cache_control: str) -> None:
+        put_file(
+            self.inner,
+            self.prefix + key,
+            path,
+            content_type=content_type,
+            cache_control=cache_control,
         )
 
     def get(self, key: str) -> StoredObject:

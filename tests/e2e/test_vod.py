@@ -3,14 +3,15 @@
 One 640x360 stream on a two-rung ladder (360p30, 160p30): ffmpeg publishes 10 s in real time,
 drops, and publishes 6 s more within the reconnect grace (one stream, a discontinuity); while
 it runs, a StreamUpdated (title/category) is produced. Roles run as processes: ingest, the two
-transcode workers, the VOD worker and the HTTP origin. Then `onair vod rebuild` re-runs the stream from onair.ingest.gops with a
-rung that was not live. A second test makes a stream whose GOP offsets are below the
-partition's low watermark (test topics, records deleted) and expects a clear refusal.
-"""
+transcode workers, the VOD worker and the HTTP origin. Then `onair vod rebuild` re-runs the
+stream from onair.ingest.gops with a rung that was not live. Another test makes a stream whose
+GOP offsets are below the partition's low watermark (test topics, records deleted) and
+expects a clear refusal."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.request
@@ -30,7 +31,7 @@ from gateway.http.api_vod import VodApi
 from gateway.http.app import create_app
 from pipeline.channels import new_stream_id
 from pipeline.ladder import Ladder
-from pipeline.store import LocalStore
+from pipeline.store import LocalStore, open_store
 from schemas.codec import Codec
 from schemas.records import end_of_stream_record
 from tests.harness import Platform, parse_master_playlist, parse_media_playlist, wait_port
@@ -39,6 +40,7 @@ from topics.client import CheckedProducer
 from topics.specs import STREAMS, VODS
 from topics.table import TableReader
 from workers.rebuild import ReplayExpired, StoreSpec, rebuild
+from workers.vod import put_file
 
 pytestmark = pytest.mark.e2e
 
@@ -294,3 +296,23 @@ def test_rebuild_of_an_expired_stream_says_so(kafka_bootstrap: str, tmp_path: Pa
     finally:
         for future in admin.delete_topics([streams_topic, gops_topic]).values():
             future.result()
+
+
+def test_large_files_go_to_s3_in_parts(s3_config: Any, tmp_path: Path) -> None:
+    """A long stream's MP4 is hundreds of MB: one PUT that size is refused by S3 servers
+    with a request size limit (S3Proxy among them), so it goes up as a multipart upload."""
+    store = open_store(
+        f"s3://{s3_config.bucket}/e2e-vod-{uuid.uuid4().hex[:8]}",
+        endpoint_url=s3_config.endpoint,
+        access_key=s3_config.access_key,
+        secret_key=s3_config.secret_key,
+    )
+    path = tmp_path / "big.mp4"
+    path.write_bytes(os.urandom(1 << 20) * 40)
+    put_file(store, "vod/x/big.mp4", path, content_type="video/mp4", cache_control="max-age=1")
+    try:
+        found = store.get("vod/x/big.mp4")
+        assert len(found.body) == 40 << 20 and found.body[: 1 << 20] == path.read_bytes()[: 1 << 20]
+        assert found.content_type == "video/mp4" and found.cache_control == "max-age=1"
+    finally:
+        store.delete("vod/x/big.mp4")
