@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +90,7 @@ def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.store import open_store
     from workers.vod import VodWorker
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every stack
     registry = Registry()
     _metrics(settings, args, registry)
     worker = VodWorker(

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import av
 import av.error
@@ -108,6 +108,7 @@ class SegmentSet:
     ends: dict[str, int] = field(default_factory=dict)  # rendition → end marker's sequence
     announced: set[str] = field(default_factory=set)  # the records' `renditions`
     duplicates: int = 0
+    foreign: bool = False  # its segments are not in our store
 
     def add(self, record: Mapping[str, Any]) -> None:
         rendition = record["rendition"]
@@ -445,7 +446,7 @@ def discontinuity_packet(pid: int, counter: int) -> bytes:
     return header + b"\xff" * 182
 
 
-def splice_ts(segments: Iterable[bytes], out: BinaryIO) -> int:
+def splice_ts(segments: Iterable[bytes], out: IO[bytes]) -> int:
     """Write segments as one MPEG-TS stream. Each segment was muxed alone, so its continuity
     counters restart at 0: before every segment but the first, one discontinuity packet per
     PID tells the demuxer so (otherwise it flags the first packet of each segment corrupt).
@@ -487,6 +488,34 @@ def remux_mp4(runs: Sequence[tuple[Path, int]], output: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not output.exists():
         raise MediaError(f"ffmpeg remux to {output.name} failed: {result.stderr.strip()[-500:]}")
+
+
+def remux_stream(segments: Iterable[bytes], output: Path) -> None:
+    """Segments whose timestamps continue (one run) → one MP4, spliced straight into
+    ffmpeg's standard input."""
+    command = [
+        FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y",
+        "-f", "mpegts", "-i", "pipe:0",
+        "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy",
+        "-movflags", "+faststart", "-f", "mp4", str(output),
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=errors)
+        assert process.stdin is not None
+        try:
+            splice_ts(segments, process.stdin)
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its status and message say why
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        code = process.wait()
+        errors.seek(0)
+        message = errors.read().decode(errors="replace").strip()
+    if code != 0 or not output.exists():
+        raise MediaError(f"ffmpeg remux to {output.name} failed: {message[-500:]}")
 
 
 def first_frame(segment: bytes) -> VideoFrame:
@@ -840,21 +869,32 @@ def collect_segments(
     *,
     topic: str = SEGMENTS,
     wait_s: float = 600.0,
+    first_wait_s: float = 60.0,
+    owned: Callable[[Mapping[str, Any]], bool] | None = None,
     codec: Codec | None = None,
 ) -> SegmentSet:
     """The stream's SegmentReady events, read from `since_ms` on every partition, until every
     expected rendition's end-of-stream marker is in (or `wait_s` passed: a rung whose worker
-    is down must not hold the VOD forever)."""
+    is down must not hold the VOD forever).
+
+    Two early exits, so that one stream cannot hold every other stream's VOD: the first
+    segment fails `owned` (it is not in our store: another platform's stream on the same
+    brokers) → `foreign`; no event at all for the stream within `first_wait_s` (no
+    transcode worker ever took it)."""
     codec = codec or Codec()
     found = SegmentSet(stream_id)
     key = stream_id.encode()
+    checked = owned is None
     consumer = make_consumer(bootstrap, None)
     try:
         metadata = consumer.list_topics(topic, timeout=30).topics[topic]
         bounds = offsets_at(consumer, topic, metadata.partitions, since_ms)
         consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in bounds.items()])
-        deadline = time.monotonic() + wait_s
-        while not found.complete(expected) and time.monotonic() < deadline:
+        started = time.monotonic()
+        while not found.complete(expected) and time.monotonic() < started + wait_s:
+            if not (found.segments or found.ends) and time.monotonic() > started + first_wait_s:
+                logger.warning("stream %s: no segment %.0fs after its end", stream_id, first_wait_s)
+                break
             msg = poll_checked(consumer, 0.2)
             if msg is None or msg.key() != key:
                 continue
@@ -862,13 +902,19 @@ def collect_segments(
                 record = codec.expect("SegmentReady", msg.value())
             except CodecError:
                 continue
-            if record["stream_id"] == stream_id:
-                found.add(record)
+            if record["stream_id"] != stream_id:
+                continue
+            if not checked and not record["end_of_stream"]:
+                checked = True
+                if owned is not None and not owned(record):
+                    found.foreign = True
+                    return found
+            found.add(record)
     finally:
         consumer.close()
     if not found.complete(expected):
         missing = sorted((set(expected) or found.announced) - found.ends.keys())
-        logger.warning("stream %s: no end marker from %s after %.0fs", stream_id, missing, wait_s)
+        logger.warning("stream %s: no end marker from %s", stream_id, missing)
     return found
 
 
@@ -977,23 +1023,31 @@ class VodBuilder:
     def write_mp4(self, stream_id: str, timeline: Timeline, rendition: str, workdir: Path) -> str:
         directory = workdir / rendition
         directory.mkdir(parents=True, exist_ok=True)
-        runs: list[tuple[Path, int]] = []
-        with ThreadPoolExecutor(self.fetch_workers) as pool:
-            for number, run in enumerate(timeline.runs()):
-                path = directory / f"run-{number:04d}.ts"
-                sequences = [timeline.sequences[i] for i in run]
-                with path.open("wb") as out:
-                    splice_ts(
-                        _ordered(sequences, lambda s: self.segment(stream_id, rendition, s), pool),
-                        out,
-                    )
-                end = timeline.offsets_90k[run[-1]] + timeline.record(run[-1])["duration_90k"]
-                runs.append((path, end - timeline.offsets_90k[run[0]]))
         output = directory / f"{rendition}.mp4"
-        remux_mp4(runs, output)
-        for path, _ in runs:
-            path.unlink()
+        runs = timeline.runs()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(self.fetch_workers) as pool:
+
+            def segments(run: range) -> Iterator[bytes]:
+                sequences = [timeline.sequences[i] for i in run]
+                return _ordered(sequences, lambda s: self.segment(stream_id, rendition, s), pool)
+
+            if len(runs) == 1:  # the usual case: straight into ffmpeg, no temporary copy
+                remux_stream(segments(runs[0]), output)
+            else:
+                files: list[tuple[Path, int]] = []
+                for number, run in enumerate(runs):
+                    path = directory / f"run-{number:04d}.ts"
+                    with path.open("wb") as out:
+                        splice_ts(segments(run), out)
+                    end = timeline.offsets_90k[run[-1]] + timeline.record(run[-1])["duration_90k"]
+                    files.append((path, end - timeline.offsets_90k[run[0]]))
+                remux_mp4(files, output)
+                for path, _ in files:
+                    path.unlink()
+        remuxed = time.perf_counter()
         key = vod_key(stream_id, f"{rendition}.mp4")
+        size = output.stat().st_size
         put_file(
             self.store,
             key,
@@ -1002,6 +1056,14 @@ class VodBuilder:
             cache_control=VOD_CACHE_CONTROL,
         )
         output.unlink()
+        logger.info(
+            "vod: stream %s: %s.mp4, %.0f MB: remux %.1fs, upload %.1fs",
+            stream_id,
+            rendition,
+            size / 1e6,
+            remuxed - started,
+            time.perf_counter() - remuxed,
+        )
         return key
 
     def write_images(self, stream_id: str, timeline: Timeline) -> tuple[str, str]:
@@ -1210,7 +1272,12 @@ class VodWorker:
             elif record["last_sequence"] < 0:
                 logger.info("vod: stream %s ended without media; no VOD", stream_id)
             else:
-                vod = self.make_vod(record, msg.partition() or 0, msg.offset() or 0)
+                try:
+                    vod = self.make_vod(record, msg.partition() or 0, msg.offset() or 0)
+                except MediaError as exc:  # e.g. no rendition has any segment: nothing to show
+                    logger.error("vod: stream %s has no VOD: %s", stream_id, exc)
+                    self.built.labels("failed").inc()
+                    vod = None
                 if vod is not None:
                     producer.send(VODS, stream_id, self._codec.encode("Vod", vod))
             if self.prefetcher is not None:
@@ -1234,13 +1301,19 @@ class VodWorker:
             since - 60_000 if since else None,
             expected,
             wait_s=self.segment_wait_s,
+            owned=lambda record: self.store.exists(record["key"]),
             codec=self._codec,
         )
-        first = next((r for r in segments.segments.values() if r), None)
-        if first is None or not self.store.exists(first[min(first)]["key"]):
-            # another platform's stream on the same brokers (or its objects are gone)
+        if segments.foreign:
             logger.warning("vod: stream %s has no segment in this store; no VOD", stream_id)
             return None
+        logger.info(
+            "vod: stream %s: %d segments in %s collected after %.1fs",
+            stream_id,
+            sum(len(v) for v in segments.segments.values()),
+            ", ".join(sorted(segments.segments)),
+            time.perf_counter() - started_at,
+        )
         initial = channel_info_at(self.bootstrap, history.channel, since or ended["ended_ms"])
         vod = self.builder.build(history, segments, expected=expected, initial=initial)
         elapsed = time.perf_counter() - started_at

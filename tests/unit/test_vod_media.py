@@ -27,6 +27,7 @@ from workers.vod import (
     SegmentSpool,
     StreamHistory,
     VodBuilder,
+    remux_stream,
     splice_ts,
 )
 
@@ -155,3 +156,16 @@ def test_segments_come_from_the_spool_first(
     assert builder.segment(SID, "160p30", 1) == store.get(f"streams/{SID}/160p30/000001.ts").body
     spool.drop(SID)
     assert spool.get(SID, "160p30", 0) is None
+
+
+def test_one_run_is_piped_straight_into_ffmpeg(
+    live: tuple[LocalStore, SegmentSet], tmp_path: Path
+) -> None:
+    store, found = live
+    segments = (store.get(found.segments["360p30"][n]["key"]).body for n in range(4))
+    output = tmp_path / "run.mp4"
+    remux_stream(segments, output)
+    info = ffprobe(output, "-show_format")
+    assert abs(float(info["format"]["duration"]) - FIRST_S) < 0.1
+    with pytest.raises(MediaError, match="remux"):
+        remux_stream(iter([b"\x47" + b"\x00" * (TS_PACKET - 1)]), tmp_path / "bad.mp4")
