@@ -303,7 +303,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
         instance_id=instance_id("package", args.instance),
         registry=registry,
     )
-    packager.run_worker(app, loglevel="info" if args.verbose else "warn")
+    packager.run_worker(app, settings.kafka_bootstrap, loglevel="info" if args.verbose else "warn")
     return 0
 
 

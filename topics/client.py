@@ -40,6 +40,7 @@ __all__ = [
     "Message",
     "TopicPartition",
     "make_consumer",
+    "pin_group_to_end",
     "poll_checked",
     "start_new_partitions_at_end",
 ]
@@ -216,6 +217,30 @@ def start_new_partitions_at_end(consumer: Consumer, partitions: list[TopicPartit
     if fresh:
         consumer.commit(offsets=fresh, asynchronous=False)
         logger.info("group starts %d new partitions at their end", len(fresh))
+
+
+def pin_group_to_end(bootstrap: str, group: str, topic: str, timeout: float = 10.0) -> int:
+    """Before a worker whose client we do not drive (faust) first joins `group`: commit the
+    current end of every partition of `topic` the group has never committed on, so the group
+    starts at the live edge and a successor of a worker killed before its first commit does
+    not skip what came in between. Returns how many partitions it pinned. A group that is
+    already active refuses commits from outside it; then it has positions of its own."""
+    consumer = make_consumer(bootstrap, group)
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+        fresh = [tp for tp in consumer.committed(partitions, timeout) if tp.offset < 0]
+        for tp in fresh:
+            tp.offset = consumer.get_watermark_offsets(tp, timeout=timeout)[1]
+        if fresh:
+            try:
+                consumer.commit(offsets=fresh, asynchronous=False)
+            except KafkaException as exc:
+                logger.info("group %s not pinned: %s", group, exc)
+                return 0
+        return len(fresh)
+    finally:
+        consumer.close()
 
 
 def poll_checked(consumer: Consumer, timeout: float) -> Message | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,11 +32,15 @@ from pipeline.playlist import (
 )
 from pipeline.store import ObjectStore
 from schemas.codec import Codec
+from topics.client import pin_group_to_end
 from topics.specs import SEGMENTS
 
 logger = logging.getLogger(__name__)
 
 PLAYLIST_CACHE_CONTROL = "public, max-age=1"
+# events taken together: whatever is already there, waiting at most this long for more
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.005
 M3U8 = "application/vnd.apple.mpegurl"
 
 
@@ -61,7 +65,33 @@ class Packager:
             "From ingest closing a GOP to its segment listed in a media playlist.",
         )
 
-    async def on_event(self, value: bytes | None) -> None:
+    async def on_batch(
+        self, events: Sequence[Any], enter: Callable[[Any], None] = lambda event: None
+    ) -> None:
+        """Apply a batch of events (faust events: `.value`) to the tables, then write each
+        changed playlist once: media playlists first, masters after (a master never names a
+        missing playlist). Under a backlog one write serves many events; live, a batch is
+        one event. `enter(event)` makes the event faust's current one, so each table write
+        goes to the changelog partition of the event's own source partition."""
+        media: dict[str, str] = {}
+        masters: dict[str, str] = {}
+        listed: list[int] = []
+        for event in events:
+            enter(event)
+            self._apply(event.value, media, masters, listed)
+        await asyncio.gather(*(self._put(key, text) for key, text in media.items()))
+        await asyncio.gather(*(self._put(key, text) for key, text in masters.items()))
+        now = time.time()
+        for ingest_time_ms in listed:
+            self.latency.observe(max(0.0, now - ingest_time_ms / 1000))
+
+    def _apply(
+        self,
+        value: bytes | None,
+        media: dict[str, str],
+        masters: dict[str, str],
+        listed: list[int],
+    ) -> None:
         try:
             record = self.codec.expect("SegmentReady", value)
         except CodecError as exc:
@@ -99,12 +129,15 @@ class Packager:
         self.windows[key] = window.to_dict()
         if window.ended:
             logger.info("packager: %s ended with %d segments listed", key, len(window.segments))
-        await self._put(f"live/{channel}/{rendition}/index.m3u8", window.render())
+        media[f"live/{channel}/{rendition}/index.m3u8"] = window.render()
         if not record["end_of_stream"]:
-            self.latency.observe(max(0.0, time.time() - record["ingest_time_ms"] / 1000))
-            await self._update_master(record)
+            listed.append(record["ingest_time_ms"])
+            text = self._update_master(record)
+            if text:
+                masters[f"live/{channel}/master.m3u8"] = text
 
-    async def _update_master(self, record: dict[str, Any]) -> None:
+    def _update_master(self, record: dict[str, Any]) -> str | None:
+        """Fold the segment into its stream's variants; → the master text when it changed."""
         stream_id = record["stream_id"]
         state: dict[str, Any] = self.masters.get(stream_id) or {"variants": {}, "written": ""}
         variant = state["variants"].get(record["rendition"]) or {
@@ -141,12 +174,11 @@ class Packager:
                     if name in expected
                 ]
             )
-        changed = text and text != state["written"]
+        changed = bool(text) and text != state["written"]
         if changed:
             state["written"] = text
         self.masters[stream_id] = state
-        if changed:
-            await self._put(f"live/{record['channel']}/master.m3u8", text)
+        return text if changed else None
 
     async def _put(self, key: str, text: str) -> None:
         await asyncio.to_thread(
@@ -187,9 +219,8 @@ def build_app(
         topic_replication_factor=replication,
         broker_commit_every=1,
         broker_session_timeout=10.0,
-        # a new packager group replays onair.segments from its start: cheap (playlist writes
-        # only) and it never skips segments a killed predecessor read but did not commit
-        consumer_auto_offset_reset="earliest",
+        # a new group starts at the live edge; run_worker pins it there before it joins
+        consumer_auto_offset_reset="latest",
         broker_heartbeat_interval=1.0,
         consumer_group_instance_id=instance_id,
         broker_commit_interval=0.5,
@@ -209,16 +240,17 @@ def build_app(
 
     @app.agent(segments)
     async def package(stream: Any) -> None:
-        async for value in stream:
-            await packager.on_event(value)
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await packager.on_batch(events, stream._set_current_event)
 
     return app
 
 
-def run_worker(app: faust.App, loglevel: str = "warn") -> None:
+def run_worker(app: faust.App, bootstrap: str, loglevel: str = "warn") -> None:
     """Run the faust worker in this process until SIGINT/SIGTERM."""
     from faust.worker import Worker
 
+    pin_group_to_end(bootstrap, app.conf.id, SEGMENTS)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # no terminal animation in log files
     worker.execute_from_commandline()
