@@ -222,6 +222,9 @@ def run_vod(work: Path, store_kind: str, minutes: float, prefetch: bool, speed: 
     finally:
         vods.stop()
         platform.stop()
+    if store_kind == "s3":  # hundreds of MB per run: leave the shared server as it was
+        for key in [*store.list(f"streams/{stream_id}/"), *store.list(f"vod/{stream_id}/")]:
+            store.delete(key)
     return VodRun(
         store_kind,
         minutes,
