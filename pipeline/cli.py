@@ -313,6 +313,7 @@ def cmd_http(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.http.serve import build_app
 
     port = args.port if args.port is not None else settings.http_port
+    ensure_topics(settings)  # chat follows onair.chat/onair.moderation from the start
     uvicorn.run(
         build_app(settings),
         host=settings.http_host,
@@ -376,6 +377,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     roles: dict[str, list[str]] = {
         "ingest": ["ingest", "--metrics-port", "9101"],
         "package": ["package", "--metrics-port", "9102"],
+        "vod": ["vod", "--metrics-port", "9103"],
         "http": ["http"],
     }
     for index, rung in enumerate(settings.ladder.rungs):
@@ -391,7 +393,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     _stop_on_signals(supervisor.stop)
     print("onair is up: " + ", ".join(roles))
     _print_key(settings, "demo", key, as_json=False)
-    print(f"logs:         {log_dir}/   metrics: :8080/metrics, :9101-9102, :9110+")
+    print(f"logs:         {log_dir}/   metrics: :8080/metrics, :9101-9103, :9110+")
     print("stop with Ctrl-C", flush=True)
     try:
         supervisor.run()

@@ -1,4 +1,4 @@
-"""The whole HTTP gateway as `onair http` runs it: HLS origin, player, REST API, chat."""
+"""The whole HTTP gateway as `onair http` runs it: HLS origin, player, REST API, chat, VODs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any
 from starlette.applications import Starlette
 
 from gateway.http.api import ChannelApi
+from gateway.http.api_vod import VodApi
 from gateway.http.app import create_app
+from gateway.http.chat import ChatService
 from pipeline.metrics import Registry
 from pipeline.settings import Settings
 from pipeline.store import open_store
@@ -26,6 +28,7 @@ def build_app(settings: Settings, registry: Registry | None = None) -> Starlette
     store = open_store(settings.storage_url, **settings.s3_options())
     channels = ChannelDirectory(settings.kafka_bootstrap)
     streams = TableReader(settings.kafka_bootstrap, STREAMS, None)
+    base_url = f"http://{settings.public_host}:{settings.http_port}"
 
     def urls(channel: str) -> dict[str, str]:
         return {
@@ -40,7 +43,22 @@ def build_app(settings: Settings, registry: Registry | None = None) -> Starlette
     async def stream_updated(channel: str, record: dict[str, Any]) -> None:
         await producer[0].send(STREAMS, channel, codec.encode("StreamUpdated", record))
 
-    api = ChannelApi(channels, streams, settings.admin_token, urls, on_stream_update=stream_updated)
+    chat = ChatService(
+        kafka_bootstrap=settings.kafka_bootstrap,
+        token_secret=settings.token_secret,
+        admin_token=settings.admin_token,
+        registry=registry,
+        server_id=f"{settings.public_host}:{settings.http_port}",
+    )
+    vods = VodApi(settings.kafka_bootstrap, base_url=base_url)
+    api = ChannelApi(
+        channels,
+        streams,
+        settings.admin_token,
+        urls,
+        extra_paths={**vods.openapi_paths, **chat.openapi_paths()},
+        on_stream_update=stream_updated,
+    )
 
     @asynccontextmanager
     async def directories(app: Starlette) -> AsyncIterator[None]:
@@ -56,7 +74,8 @@ def build_app(settings: Settings, registry: Registry | None = None) -> Starlette
 
     return create_app(
         store,
-        extra_routes=api.routes,
-        lifespan_hooks=[directories],
+        extra_routes=[*chat.routes(), *vods.routes, *api.routes],
+        lifespan_hooks=[directories, chat.lifespan, vods.lifespan],
+        player_scripts=["/static/chat.js"],
         registry=registry,
     )
