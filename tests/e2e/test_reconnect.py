@@ -1,12 +1,13 @@
 """Reconnect grace across ingest processes: the stream's state lives in `onair.streams`.
 
 The streamer publishes to ingest A, drops, and publishes again to ingest B within the grace:
-one stream, a discontinuity in the playlists, no lost segment. Publishing again after the
-grace starts a second stream.
+one stream, a discontinuity in the playlists, no lost segment, one VOD. Publishing again after
+the grace starts a second stream: a second VOD.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ class Run:
     channel: str
     events: list[Event] = field(default_factory=list)
     playlist: str = ""
+    vods: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _lifecycle(bootstrap: str, channel: str, count: int, timeout_s: float) -> list[Event]:
@@ -74,11 +76,12 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
         platform.start("ingest-b", "ingest", ONAIR_RTMP_PORT=str(port_b))
         platform.start("package", "package")
         platform.start("http", "http")
+        platform.start("vod", "vod")
         platform.start("transcode", "transcode", "--rendition", "360p30")
         wait_port(platform.rtmp_port)
         wait_port(port_b)
         wait_port(platform.http_port)
-        platform.wait_ready("packager", "transcode.360p30")
+        platform.wait_ready("packager", "transcode.360p30", "vod")
         first = platform.publish(key, 6, size="640x360")
         assert first.wait(60) == 0
         time.sleep(1)  # well inside the grace
@@ -93,6 +96,11 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
         third = platform.publish(key, 4, size="640x360")  # after the grace: a new stream
         assert third.wait(60) == 0
         run = Run(platform, channel, _lifecycle(bootstrap, channel, 6, timeout_s=60), playlist)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(run.vods) < 2:
+            time.sleep(1)
+            body = platform.get_or_none(f"/api/vods?channel={channel}")
+            run.vods = [v for v in json.loads(body or b"[]") if v["status"] == "complete"]
         yield run
     finally:
         platform.stop()
@@ -125,3 +133,11 @@ def test_playlist_marks_one_discontinuity_and_loses_no_segment(run: Run) -> None
     assert [s["discontinuity"] for s in info["segments"]].count(True) == 1
     total = sum(s["duration"] for s in info["segments"])
     assert abs(total - 12) <= 2.5, total
+
+
+def test_one_vod_per_stream(run: Run) -> None:
+    started = [record["stream_id"] for name, record in run.events if name == "StreamStarted"]
+    assert sorted(v["stream_id"] for v in run.vods) == sorted(started), run.vods
+    first = next(v for v in run.vods if v["stream_id"] == started[0])
+    assert first["discontinuities"] == 1
+    assert abs(first["duration_ms"] - 12_000) <= 2_500, first["duration_ms"]
