@@ -30,9 +30,7 @@ from pathlib import Path
 
 from bench.machine import describe
 from pipeline.ladder import DEFAULT_LADDER, Ladder
-from schemas.codec import Codec
-from tests.harness import Platform, free_port, parse_media_playlist, wait_port
-from topics.client import make_consumer, poll_checked
+from tests.harness import Platform, free_port, parse_media_playlist, records_since, wait_port
 from topics.specs import GOPS
 
 GOP_S = 2.0
@@ -129,27 +127,11 @@ def run_onair(work: Path, seconds: float) -> tuple[list[float], list[float]]:
 
 def gop_close_times(bootstrap: str, channel: str) -> dict[int, float]:
     """sequence → when ingest closed the GOP, from the chunks themselves."""
-    from confluent_kafka import TopicPartition
-
-    codec = Codec()
-    consumer = make_consumer(bootstrap, None)
-    partitions = consumer.list_topics(GOPS, timeout=10).topics[GOPS].partitions
-    since_ms = int((time.time() - 600) * 1000)
-    wanted = [TopicPartition(GOPS, p, since_ms) for p in partitions]
-    consumer.assign(consumer.offsets_for_times(wanted, timeout=10))
-    closed: dict[int, float] = {}
-    idle = 0
-    while idle < 10:
-        msg = poll_checked(consumer, 0.2)
-        if msg is None:
-            idle += 1
-            continue
-        idle = 0
-        name, record = codec.decode(msg.value())
-        if name == "GopChunk" and record["channel"] == channel and not record["end_of_stream"]:
-            closed[record["sequence"]] = record["ingest_time_ms"] / 1000
-    consumer.close()
-    return closed
+    return {
+        record["sequence"]: record["ingest_time_ms"] / 1000
+        for name, record in records_since(bootstrap, GOPS, time.time() - 600)
+        if name == "GopChunk" and record["channel"] == channel and not record["end_of_stream"]
+    }
 
 
 def run_reference(work: Path, seconds: float) -> list[float]:

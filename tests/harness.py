@@ -216,6 +216,48 @@ class Platform:
         return proc
 
 
+def records_since(
+    bootstrap: str,
+    topic: str,
+    since_s: float,
+    *,
+    key: str | None = None,
+    count: int | None = None,
+    timeout_s: float = 60.0,
+    idle_s: float = 2.0,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Decoded records of `topic` (every partition) produced since `since_s` (epoch seconds),
+    optionally only those with `key`; stops at `count` records, or once nothing came for
+    `idle_s`, or at `timeout_s`."""
+    from confluent_kafka import TopicPartition
+
+    from schemas.codec import Codec
+    from topics.client import make_consumer, poll_checked
+
+    codec = Codec()
+    consumer = make_consumer(bootstrap, None)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        since_ms = int(since_s * 1000)
+        wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
+        consumer.assign(consumer.offsets_for_times(wanted, timeout=10))
+        records: list[tuple[str, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout_s
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline and (count is None or len(records) < count):
+            msg = poll_checked(consumer, 0.2)
+            if msg is None:
+                if count is None and time.monotonic() - quiet_since > idle_s:
+                    break
+                continue
+            quiet_since = time.monotonic()
+            if key is None or msg.key() == key.encode():
+                records.append(codec.decode(msg.value()))
+        return records
+    finally:
+        consumer.close()
+
+
 def parse_media_playlist(text: str) -> dict[str, Any]:
     """The parts of a media playlist the tests check."""
     segments: list[dict[str, Any]] = []

@@ -86,7 +86,8 @@ class VodApi:
     def detail(self, vod: Mapping[str, Any]) -> dict[str, Any]:
         stream_id = vod["stream_id"]
         chapters = vod.get("chapters") or []
-        ends = [c["start_ms"] for c in chapters[1:]] + [vod["duration_ms"]]
+        # each chapter ends where the next starts, the last one with the VOD
+        ends = [c["start_ms"] for c in chapters[1:]] + [vod["duration_ms"]] if chapters else []
         thumbnails = vod.get("thumbnails")
         return {
             **self.summary(vod),

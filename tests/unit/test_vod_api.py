@@ -48,6 +48,7 @@ def table() -> TableReader:
         vod("a-20260101T000000Z-0001", "a", 1_000, title="Old"),
         vod("b-20260102T000000Z-0002", "b", 2_000),
         vod("a-20260103T000000Z-0003", "a", 3_000, status="partial"),
+        vod("c-20260104T000000Z-0004", "c", 4_000, chapters=[], chapters_vtt=None),
     ]:
         reader._apply(record["stream_id"].encode(), codec.encode("Vod", record))
     return reader
@@ -66,6 +67,7 @@ async def test_list_is_newest_first_and_filters_by_channel(client: httpx.AsyncCl
     response = await client.get("/api/vods")
     assert response.status_code == 200
     assert [v["stream_id"][:1] + str(v["started_ms"]) for v in response.json()] == [
+        "c4000",
         "a3000",
         "b2000",
         "a1000",
@@ -118,3 +120,11 @@ def test_openapi_paths_document_both_routes(table: TableReader) -> None:
         "/api/vods",
         "/api/vods/{stream_id}",
     }
+
+
+async def test_a_vod_without_chapters_has_an_empty_chapter_list(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/api/vods/c-20260104T000000Z-0004")
+    assert response.status_code == 200
+    assert response.json()["chapters"] == []
