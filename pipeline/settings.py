@@ -116,9 +116,18 @@ class Settings:
         path = Path(self.state_dir) / "secrets"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # written whole under a temporary name, then linked into place: of two processes
+            # starting at once, one wins and both read the same complete file
+            tmp = path.with_name(f".secrets-{os.getpid()}-{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(f"{secrets.token_urlsafe(24)}\n{secrets.token_urlsafe(32)}\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
         admin, secret = path.read_text().split()[:2]
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["admin_token"] = self.admin_token or admin

@@ -72,3 +72,13 @@ def test_bad_values_name_their_variable(tmp_path: Path, variable: str, value: st
     expected = "ONAIR_S3_ENDPOINT" if variable == "ONAIR_STORAGE_URL" else variable
     with pytest.raises(ConfigError, match=expected):
         Settings.from_env(env)
+
+
+def test_processes_starting_at_once_agree_on_the_secrets(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = {"ONAIR_STATE_DIR": str(tmp_path / "fresh")}
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda _: Settings.from_env(env).token_secret, range(16)))
+    assert len(set(found)) == 1
+    assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["secrets"]
