@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.channels import new_stream_id
-from pipeline.errors import AuthError, DeliveryFailed
+from pipeline.errors import AuthError, ChannelBusy, DeliveryFailed
 from pipeline.gop import Gop, GopCutter
 from pipeline.ladder import Ladder
 from pipeline.media import CodecConfig, MediaUnit
@@ -96,7 +96,7 @@ class IngestHandler:
         state = self.streams.get(channel)
         if state is not None and state.connected:
             self.refused.labels("already_live").inc()
-            raise AuthError(ALREADY_LIVE)
+            raise ChannelBusy(ALREADY_LIVE)
         if state is None:
             state = self._resumable_elsewhere(channel)
             if state is not None:

@@ -54,6 +54,10 @@ class AuthError(OnairError):
     pass
 
 
+class ChannelBusy(AuthError):
+    pass
+
+
 class CodecError(OnairError):
     pass
 

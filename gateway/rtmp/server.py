@@ -29,7 +29,7 @@ from gateway.rtmp.session import (
     SessionState,
 )
 from gateway.rtmp.types import Publication, PublishHandler
-from pipeline.errors import AuthError, ProtocolError
+from pipeline.errors import AuthError, ChannelBusy, ProtocolError
 
 __all__ = ["Publication", "PublishHandler", "RtmpServer", "ServerCounts"]
 
@@ -248,7 +248,8 @@ class _Connection:
             publication = await server.handler.start_publish(event.app, event.stream_key, self.peer)
         except AuthError as exc:
             server.counts.publishes_refused_total += 1
-            server.guard.record_failure(self.peer)
+            if not isinstance(exc, ChannelBusy):  # a right key on a live channel is no attack
+                server.guard.record_failure(self.peer)
             message = str(exc) or "Publish refused."
             logger.warning("rtmp %s: publish refused: %s", self.peer, message)
             await self._send(self.session.refuse_publish(message))

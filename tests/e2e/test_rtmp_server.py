@@ -17,7 +17,7 @@ from gateway.rtmp.chunk import Message, MessageType
 from gateway.rtmp.handshake import PACKET_SIZE
 from gateway.rtmp.server import RtmpServer
 from gateway.rtmp.types import Publication
-from pipeline.errors import AuthError
+from pipeline.errors import AuthError, ChannelBusy
 from pipeline.media import CodecConfig, MediaUnit, Track
 from pipeline.timebase import CLOCK_90K
 from tests.unit.rtmp.rtmp_client import TestPublisher
@@ -85,7 +85,7 @@ class Handler:
         if stream_key != GOOD_KEY:
             raise AuthError("Wrong stream key.")
         if stream_key in self.live:
-            raise AuthError("This stream is already live.")
+            raise ChannelBusy("This stream is already live.")
         self.live.add(stream_key)
         recorder = Recorder(lambda: self.live.discard(stream_key), self.gate)
         self.publications.append(recorder)
@@ -209,6 +209,8 @@ async def test_second_publisher_of_a_live_key_is_refused() -> None:
         rc, stderr = await ffmpeg_publish(server, GOOD_KEY, seconds=1)
         assert rc != 0
         assert "already live" in stderr
+        # the right key on a live channel is refused, but it is no failed attempt at a key
+        assert server.guard.counts().failures_total == 0
         gate.set()
         rc, stderr = await first
         assert rc == 0, stderr
