@@ -54,6 +54,9 @@ class TranscodeWorker:
     ladder: Ladder
     store: ObjectStore
     preset: str = "veryfast"
+    # the tallest rungs are a live GOP's critical path: let x264 slice them over two threads
+    # (zerolatency sliced threads add no delay); the smaller rungs fill the other core
+    threads: int | None = None
     registry: Registry = field(default_factory=Registry)
     group: str = "onair.transcode"  # the consumer group; one per rung
     topic: str = GOPS
@@ -62,7 +65,8 @@ class TranscodeWorker:
 
     def __post_init__(self) -> None:
         self._codec = Codec()
-        self._transcoder = GopTranscoder(self.rung, preset=self.preset)
+        threads = self.threads or (2 if self.rung.height >= 720 else 1)
+        self._transcoder = GopTranscoder(self.rung, preset=self.preset, threads=threads)
         m, rung, by_rung = self.registry, self.rung.name, ("rendition",)
         self.segments = m.counter(
             "onair_transcode_segments_total", "Segments written.", by_rung
