@@ -18,27 +18,26 @@ from typing import Any, TypeVar
 from pipeline.errors import ConfigError
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 
-T = TypeVar("T")
+N = TypeVar("N", int, float)
+
+
+def _number(name: str, raw: str, low: N, high: N, kind: type[N]) -> N:
+    try:
+        value = kind(raw)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(name, f"{raw!r} is not {noun}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"{value} is outside {low}..{high}")
+    return value
 
 
 def _int(name: str, raw: str, low: int, high: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value} is outside {low}..{high}")
-    return value
+    return _number(name, raw, low, high, int)
 
 
 def _float(name: str, raw: str, low: float, high: float) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not a number") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value} is outside {low}..{high}")
-    return value
+    return _number(name, raw, low, high, float)
 
 
 @dataclass(frozen=True, slots=True)
