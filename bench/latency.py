@@ -130,7 +130,10 @@ def gop_close_times(bootstrap: str, channel: str) -> dict[int, float]:
     return {
         record["sequence"]: record["ingest_time_ms"] / 1000
         for name, record in records_since(bootstrap, GOPS, time.time() - 600)
-        if name == "GopChunk" and record["channel"] == channel and not record["end_of_stream"]
+        if name == "GopChunk"
+        and record["channel"] == channel
+        and record["last_part"]
+        and not record["end_of_stream"]
     }
 
 

@@ -20,14 +20,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.channels import new_stream_id
 from pipeline.errors import AuthError, ChannelBusy, DeliveryFailed
 from pipeline.gop import Gop, GopCutter
 from pipeline.ladder import Ladder
-from pipeline.media import CodecConfig, MediaUnit
+from pipeline.media import CodecConfig, MediaUnit, Track
 from pipeline.metrics import Registry
 from schemas.codec import Codec
 from schemas.records import end_of_stream_record, gop_to_record
@@ -74,6 +74,7 @@ class IngestHandler:
     channels: ChannelDirectory
     ladder: Ladder
     reconnect_grace_s: float = 5.0
+    gop_part_ms: int = 0  # >0: send each GOP in parts of this length as it arrives
     lifecycle: TableReader | None = None  # onair.streams, latest event per channel
     registry: Registry = field(default_factory=Registry)
     codec: Codec = field(default_factory=Codec)
@@ -149,10 +150,19 @@ class IngestHandler:
             and latest["_type"] in ("StreamResumed", "StreamUpdated", "StreamEnded")
         )
 
-    async def publish_gop(self, state: StreamState, gop: Gop) -> asyncio.Future[Delivery]:
-        record = gop_to_record(gop, channel=state.channel, ingest_time_ms=_now_ms())
+    async def publish_gop(
+        self, state: StreamState, gop: Gop, *, part_index: int = 0, last_part: bool = True
+    ) -> asyncio.Future[Delivery]:
+        record = gop_to_record(
+            gop,
+            channel=state.channel,
+            ingest_time_ms=_now_ms(),
+            part_index=part_index,
+            last_part=last_part,
+        )
         value = self.codec.encode("GopChunk", record)
-        self.gops.inc()
+        if last_part:
+            self.gops.inc()
         self.gop_bytes.inc(len(value))
         return await self._send_nowait(GOPS, state.stream_id, value)
 
@@ -275,6 +285,9 @@ class KafkaPublication:
         self._resumed = resumed
         self._pending: set[asyncio.Future[Delivery]] = set()
         self._failed: BaseException | None = None
+        self._part_index = 0  # parts of the open GOP sent so far
+        self._part_start_dts = 0
+        self._gop_start_pts = 0
 
     async def on_config(self, config: CodecConfig) -> None:
         state = self.state
@@ -295,6 +308,38 @@ class KafkaPublication:
         gop = self.cutter.push(unit)
         if gop is not None:
             await self._publish(gop)
+        elif self.handler.gop_part_ms > 0 and unit.track is Track.VIDEO:
+            await self._maybe_send_part(unit)
+
+    async def _maybe_send_part(self, unit: MediaUnit) -> None:
+        """Low latency: hand the open GOP's units to the workers every `gop_part_ms`, so they
+        encode while the GOP is still arriving (the last part goes when the GOP closes)."""
+        cutter = self.cutter
+        assert cutter is not None
+        sequence = cutter.open_sequence
+        if sequence is None:
+            return
+        if self._part_index == 0:
+            self._part_start_dts = unit.dts_90k
+        elif unit.dts_90k - self._part_start_dts < self.handler.gop_part_ms * 90:
+            return
+        units = cutter.take_part()
+        if not units:
+            return
+        head = Gop(
+            stream_id=self.state.stream_id,
+            sequence=sequence,
+            config=cutter.config,
+            units=tuple(units),
+            start_pts_90k=units[0].pts_90k if self._part_index == 0 else self._gop_start_pts,
+            duration_90k=0,
+            discontinuity=cutter.open_discontinuity,
+        )
+        if self._part_index == 0:
+            self._gop_start_pts = head.start_pts_90k
+        self._part_start_dts = unit.dts_90k
+        await self._send(head, part_index=self._part_index, last_part=False)
+        self._part_index += 1
 
     async def on_metadata(self, metadata: dict[str, object]) -> None:
         title = metadata.get("title")
@@ -302,11 +347,21 @@ class KafkaPublication:
             self.state.title = title[:200]
 
     async def _publish(self, gop: Gop) -> None:
+        """A GOP closed: send it whole, or its last part when parts of it went out already."""
+        self.state.next_sequence = gop.sequence + 1
+        part_index, self._part_index = self._part_index, 0
+        if part_index > 0:
+            assert self.cutter is not None
+            gop = replace(gop, units=tuple(self.cutter.unsent(gop)))
+        await self._send(gop, part_index=part_index, last_part=True)
+
+    async def _send(self, gop: Gop, *, part_index: int, last_part: bool) -> None:
         state = self.state
-        state.next_sequence = gop.sequence + 1
-        future = await self.handler.publish_gop(state, gop)
+        future = await self.handler.publish_gop(
+            state, gop, part_index=part_index, last_part=last_part
+        )
         if state.first_offset < 0:
-            delivery = await future  # the first GOP's offset goes into StreamStarted
+            delivery = await future  # the first chunk's offset goes into StreamStarted
             state.gops_partition, state.first_offset = delivery.partition, delivery.offset
             await self.handler.announce(state)
             return

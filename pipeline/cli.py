@@ -234,9 +234,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             producer,
             channels,
             settings.ladder,
-            settings.reconnect_grace_s,
-            lifecycle,
-            registry,
+            reconnect_grace_s=settings.reconnect_grace_s,
+            gop_part_ms=settings.gop_part_ms,
+            lifecycle=lifecycle,
+            registry=registry,
         )
         guard = AuthGuard(max_failures=settings.auth_max_failures, block_s=settings.auth_block_s)
         server = RtmpServer(settings.rtmp_host, settings.rtmp_port, handler, guard)

@@ -52,6 +52,8 @@ class GopCutter:
     _last_video_dts: int | None = None
     _video_step_90k: int = 3000
     _discontinuity: bool = False
+    _sent: set[int] = field(default_factory=set)  # ids of the open GOP's units sent in parts
+    _closed_sent: set[int] = field(default_factory=set)
 
     def mark_discontinuity(self) -> None:
         """The next GOP's timestamps do not continue from the last one (e.g. a reconnect)."""
@@ -75,6 +77,34 @@ class GopCutter:
                 self._units.extend(self._pending_audio)
                 self._pending_audio.clear()
         return closed
+
+    def take_part(self) -> list[MediaUnit]:
+        """The open GOP's units not handed out yet, for sending the GOP in parts while it is
+        still arriving: its video so far, and the audio up to the newest video frame (audio
+        ahead of the video may still belong to the next GOP, so it waits for the close)."""
+        if not self._units or self._last_video_dts is None:
+            return []
+        part = [
+            u
+            for u in self._units
+            if id(u) not in self._sent
+            and (u.track is Track.VIDEO or u.dts_90k <= self._last_video_dts)
+        ]
+        self._sent.update(id(u) for u in part)
+        return part
+
+    def unsent(self, gop: Gop) -> list[MediaUnit]:
+        """Of the GOP just closed, the units `take_part()` did not hand out: its last part."""
+        return [u for u in gop.units if id(u) not in self._closed_sent]
+
+    @property
+    def open_discontinuity(self) -> bool:
+        return self._discontinuity
+
+    @property
+    def open_sequence(self) -> int | None:
+        """The sequence number of the GOP being received, if any."""
+        return self.next_sequence if self._units else None
 
     def flush(self) -> Gop | None:
         if not self._units or self._last_video_dts is None:
@@ -100,4 +130,5 @@ class GopCutter:
         self.next_sequence += 1
         self._discontinuity = False
         self._units = []
+        self._closed_sent, self._sent = self._sent, set()
         return gop

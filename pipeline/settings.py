@@ -61,6 +61,7 @@ class Settings:
     replication: int = 1
     replay_retention_hours: int = 48
     reconnect_grace_s: float = 5.0
+    gop_part_ms: int = 500  # ingest sends each GOP in parts this long; workers encode early
     admin_token: str = ""
     token_secret: str = ""
     metrics_port: int = 0  # workers' /metrics; 0 = a free port is not opened
@@ -96,6 +97,7 @@ class Settings:
         take("ONAIR_PARTITIONS", "partitions", lambda n, r: _int(n, r, 1, 1024))
         take("ONAIR_REPLICATION", "replication", lambda n, r: _int(n, r, 1, 7))
         take("ONAIR_REPLAY_RETENTION_HOURS", "replay_retention_hours", _hours)
+        take("ONAIR_GOP_PART_MS", "gop_part_ms", lambda n, r: _int(n, r, 0, 10_000))
         take("ONAIR_RECONNECT_GRACE_S", "reconnect_grace_s", lambda n, r: _float(n, r, 0, 600))
         take("ONAIR_ADMIN_TOKEN", "admin_token", lambda n, r: r)
         take("ONAIR_TOKEN_SECRET", "token_secret", lambda n, r: r)

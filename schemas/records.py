@@ -11,14 +11,23 @@ _TRACKS = {Track.VIDEO: "VIDEO", Track.AUDIO: "AUDIO"}
 _FROM_TRACK = {v: k for k, v in _TRACKS.items()}
 
 
-def gop_to_record(gop: Gop, *, channel: str, ingest_time_ms: int) -> dict[str, Any]:
+def gop_to_record(
+    gop: Gop,
+    *,
+    channel: str,
+    ingest_time_ms: int,
+    part_index: int = 0,
+    last_part: bool = True,
+) -> dict[str, Any]:
+    """A whole GOP, or one part of it (`gop.units` = the part's units; a part that is not the
+    last has duration 0: the GOP's length is known when the next keyframe arrives)."""
     config = gop.config
     return {
         "stream_id": gop.stream_id,
         "channel": channel,
         "sequence": gop.sequence,
-        "part_index": 0,
-        "last_part": True,
+        "part_index": part_index,
+        "last_part": last_part,
         "discontinuity": gop.discontinuity,
         "video_config": config.avc_config,
         "audio_config": config.aac_config,
@@ -88,3 +97,39 @@ def gop_from_record(record: dict[str, Any]) -> Gop:
         duration_90k=record["duration_90k"],
         discontinuity=record["discontinuity"],
     )
+
+
+def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts of one GOP (in order, the last with `last_part`) → the whole-GOP record."""
+    first, last = parts[0], parts[-1]
+    return {
+        **last,
+        "part_index": 0,
+        "last_part": True,
+        "start_pts_90k": first["start_pts_90k"],
+        "packets": [packet for part in parts for packet in part["packets"]],
+    }
+
+
+class PartAssembler:
+    """Feed a stream's chunks in order; get whole GOPs back (a whole-GOP chunk at once, a GOP
+    sent in parts when its last part arrives; parts whose first part is missing are dropped)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[tuple[str, int], list[dict[str, Any]]] = {}
+
+    def add(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        if record["part_index"] == 0 and record["last_part"]:
+            return record
+        key = (record["stream_id"], record["sequence"])
+        if record["part_index"] == 0:
+            self._parts[key] = []
+        parts = self._parts.get(key)
+        if parts is None or len(parts) != record["part_index"]:
+            self._parts.pop(key, None)
+            return None
+        parts.append(record)
+        if not record["last_part"]:
+            return None
+        del self._parts[key]
+        return merge_parts(parts)

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import av
@@ -85,43 +86,15 @@ class GopTranscoder:
 
     def transcode(self, gop: Gop) -> EncodedSegment:
         """Decode, scale, encode and mux one GOP; `MediaError` if it cannot be decoded."""
-        run = _GopRun(self, gop)
-        decoder = self._decoder_for(gop.config.avc_config)
-        audio: list[MediaUnit] = []
-        failed = 0
-        first_error = ""
-        try:
-            for unit in gop.units:
-                if unit.track is Track.AUDIO:
-                    audio.append(unit)
-                    continue
-                try:
-                    frames = decoder.decode(_packet(unit))
-                except av.error.FFmpegError as exc:  # a broken access unit: skip it, go on
-                    failed += 1
-                    first_error = first_error or str(exc)
-                    continue
-                run.take(frames)
-            run.take(decoder.decode(None))
-            decoder.flush_buffers()
-        except av.error.FFmpegError as exc:
-            self._decoder = None
-            raise MediaError(f"GOP {gop.sequence}: draining the decoder failed: {exc}") from exc
-        except BaseException:
-            self._decoder = None  # left mid-GOP: never let its frames reach the next GOP
-            raise
-        if run.encoder is None:
-            raise MediaError(
-                f"GOP {gop.sequence}: no frame decoded from {len(gop.video)} video packets"
-                + (f" ({failed} refused, first: {first_error})" if failed else "")
-            )
-        if failed:
-            logger.warning(
-                "stream %s rendition %s GOP %d: %d of %d video packets failed to decode (%s)",
-                gop.stream_id, self.rendition.name, gop.sequence, failed, len(gop.video),
-                first_error,
-            )  # fmt: skip
-        return run.finish(audio)
+        encoding = self.begin(gop)
+        encoding.feed(gop.units)
+        return encoding.finish(gop.duration_90k)
+
+    def begin(self, gop: Gop) -> GopEncoding:
+        """Start a GOP whose units arrive in parts: `feed()` each part as it comes (its video
+        is decoded, scaled and encoded at once), `finish()` when the GOP is complete. `gop`
+        gives the stream, sequence, codec config and start; its units may be empty."""
+        return GopEncoding(self, gop)
 
     def _decoder_for(self, avcc: bytes) -> VideoCodecContext:
         if self._decoder is not None and avcc == self._decoder_avcc:
@@ -161,15 +134,74 @@ class GopTranscoder:
         return encoder
 
 
+class GopEncoding:
+    """One GOP being encoded: units in (in parts or all at once), one segment out."""
+
+    def __init__(self, owner: GopTranscoder, gop: Gop) -> None:
+        self.owner = owner
+        self.gop = gop
+        self.run = _GopRun(owner, gop)
+        self.decoder = owner._decoder_for(gop.config.avc_config)
+        self.audio: list[MediaUnit] = []
+        self.video_units = 0
+        self.failed = 0
+        self.first_error = ""
+
+    def feed(self, units: Iterable[MediaUnit]) -> None:
+        try:
+            for unit in units:
+                if unit.track is Track.AUDIO:
+                    self.audio.append(unit)
+                    continue
+                self.video_units += 1
+                try:
+                    frames = self.decoder.decode(_packet(unit))
+                except av.error.FFmpegError as exc:  # a broken access unit: skip it, go on
+                    self.failed += 1
+                    self.first_error = self.first_error or str(exc)
+                    continue
+                self.run.take(frames)
+        except BaseException:
+            self.owner._decoder = None  # left mid-GOP: never let its frames reach the next GOP
+            raise
+
+    def finish(self, duration_90k: int) -> EncodedSegment:
+        gop, owner = self.gop, self.owner
+        try:
+            self.run.take(self.decoder.decode(None))
+            self.decoder.flush_buffers()
+        except av.error.FFmpegError as exc:
+            owner._decoder = None
+            raise MediaError(f"GOP {gop.sequence}: draining the decoder failed: {exc}") from exc
+        except BaseException:
+            owner._decoder = None
+            raise
+        if self.run.encoder is None:
+            raise MediaError(
+                f"GOP {gop.sequence}: no frame decoded from {self.video_units} video packets"
+                + (f" ({self.failed} refused, first: {self.first_error})" if self.failed else "")
+            )
+        if self.failed:
+            logger.warning(
+                "stream %s rendition %s GOP %d: %d of %d video packets failed to decode (%s)",
+                gop.stream_id, owner.rendition.name, gop.sequence, self.failed,
+                self.video_units, self.first_error,
+            )  # fmt: skip
+        self.run.gop = replace(gop, duration_90k=max(1, duration_90k))
+        return self.run.finish(self.audio)
+
+
 class _GopRun:
-    """The state of one `transcode()` call: frames in, encoded packets out."""
+    """The state of one GOP's encode: frames in, encoded packets out."""
 
     def __init__(self, owner: GopTranscoder, gop: Gop) -> None:
         self.owner = owner
         self.gop = gop
         source_fps = gop.config.fps
-        if source_fps <= 0:  # no frame rate in the metadata: count the GOP's frames
-            source_fps = len(gop.video) * CLOCK_90K / gop.duration_90k
+        if source_fps <= 0 and gop.duration_90k > 0:  # no frame rate in the metadata:
+            source_fps = len(gop.video) * CLOCK_90K / gop.duration_90k  # count the frames
+        if source_fps <= 0:  # ...nor a whole GOP to count (it arrives in parts)
+            source_fps = 30.0
         self.step = owner.rendition.frame_step(source_fps)
         self.fps = source_fps / self.step
         self.encoder: VideoCodecContext | None = None

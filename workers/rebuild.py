@@ -43,6 +43,7 @@ from pipeline.errors import NotFound, OnairError
 from pipeline.ladder import Ladder, Rendition
 from pipeline.store import ObjectStore, StoredObject, open_store
 from schemas.codec import Codec
+from schemas.records import PartAssembler
 from topics.admin import admin_client
 from topics.client import make_consumer, poll_checked
 from topics.specs import GOPS, STREAMS
@@ -393,6 +394,8 @@ def _transcode_all(
     key = stream_id.encode()
     done, media_90k = 0, 0
     pending: set[Future[list[dict[str, Any]]]] = set()
+    codec = Codec()
+    assembler = PartAssembler()  # GOPs ingest sent in parts are transcoded whole
 
     def settle(block: bool) -> None:
         nonlocal done, media_90k, pending
@@ -437,9 +440,12 @@ def _transcode_all(
             offset = msg.offset() or 0
             if msg.key() != key or offset > where.last_offset:
                 continue
+            whole = assembler.add(codec.expect("GopChunk", msg.value()))
+            if whole is None:  # a part of a GOP still arriving
+                continue
             while len(pending) >= 2 * processes:
                 settle(block=True)
-            pending.add(pool.submit(_transcode, msg.value() or b""))
+            pending.add(pool.submit(_transcode, codec.encode("GopChunk", whole)))
             settle(block=False)
         while pending:
             settle(block=True)

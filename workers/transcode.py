@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.errors import CodecError, MediaError
 from pipeline.ladder import Ladder, Rendition
@@ -31,11 +31,14 @@ from topics.client import (
     start_new_partitions_at_end,
 )
 from topics.specs import GOPS, SEGMENTS
-from workers.encoder import GopTranscoder
+from workers.encoder import EncodedSegment, GopEncoding, GopTranscoder
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_CACHE_CONTROL = "public, max-age=31536000, immutable"
+# a GOP whose last part has not come this long after its first (its ingest died) is dropped,
+# so it stops holding back the partition's committed offset
+OPEN_GOP_MAX_AGE_S = 120.0
 
 
 def segment_key(stream_id: str, rendition: str, sequence: int) -> str:
@@ -65,6 +68,8 @@ class TranscodeWorker:
 
     def __post_init__(self) -> None:
         self._codec = Codec()
+        self._open: dict[str, _OpenGop] = {}  # GOPs arriving in parts, by stream
+        self._committed: dict[int, int] = {}
         threads = self.threads or (2 if self.rung.height >= 720 else 1)
         self._transcoder = GopTranscoder(self.rung, preset=self.preset, threads=threads)
         m, rung, by_rung = self.registry, self.rung.name, ("rendition",)
@@ -93,6 +98,7 @@ class TranscodeWorker:
             self.group,
             topics=[self.topic],
             on_assign=start_new_partitions_at_end,
+            on_revoke=self._revoked,
             **config,
         )
         producer = CheckedProducer(self.bootstrap)
@@ -113,16 +119,44 @@ class TranscodeWorker:
             logger.warning(
                 "transcode %s: skipped chunk at offset %s: %s", self.rung.name, msg.offset(), exc
             )
-            consumer.commit(message=msg, asynchronous=False)
+            self._commit(consumer, msg)
             return
-        event = self.process(record)
+        event = self.process(record, position=(msg.partition() or 0, msg.offset() or 0))
         if event is not None:
             producer.send(SEGMENTS, record["stream_id"], self._codec.encode("SegmentReady", event))
-        consumer.commit(message=msg, asynchronous=False)
+        self._commit(consumer, msg)
 
-    def process(self, record: dict[str, Any]) -> dict[str, Any] | None:
+    def _commit(self, consumer: Consumer, msg: Message) -> None:
+        """Commit past `msg`, but never past the first part of a GOP still being received
+        on that partition: a successor must start that GOP again from its first part."""
+        partition = msg.partition() or 0
+        stale = time.monotonic() - OPEN_GOP_MAX_AGE_S
+        for stream_id in [k for k, g in self._open.items() if g.opened_at < stale]:
+            logger.warning("transcode %s: stream %s GOP never completed; dropped",
+                           self.rung.name, stream_id)  # fmt: skip
+            del self._open[stream_id]
+        starts = [g.first_offset for g in self._open.values() if g.partition == partition]
+        offset = min(starts) if starts else (msg.offset() or 0) + 1
+        if offset > self._committed.get(partition, -1):
+            tp = TopicPartition(msg.topic() or self.topic, partition, offset)
+            consumer.commit(offsets=[tp], asynchronous=False)
+            self._committed[partition] = offset
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions went to another worker: their half-received GOPs are its job now."""
+        del consumer
+        gone = {tp.partition for tp in partitions}
+        for stream_id in [k for k, g in self._open.items() if g.partition in gone]:
+            del self._open[stream_id]
+        for partition in gone:
+            self._committed.pop(partition, None)
+
+    def process(
+        self, record: dict[str, Any], position: tuple[int, int] = (0, 0)
+    ) -> dict[str, Any] | None:
         """One chunk → the SegmentReady record to produce (its object already durable), or
-        None when this rung does not apply to the stream."""
+        None when this rung does not apply to the stream or the GOP is not complete yet.
+        `position` (partition, offset) of a GOP's first part bounds what may be committed."""
         width, height, fps = record["width"], record["height"], record["fps"]
         rungs = self.ladder.for_source(width, height, fps) if record["height"] else []
         labels = [r.label(fps) for r in rungs]
@@ -140,7 +174,10 @@ class TranscodeWorker:
             self.skipped.inc()
             return None
         if record["end_of_stream"]:
+            self._open.pop(record["stream_id"], None)
             return {**base, **_EMPTY, "end_of_stream": True, "program_date_time_ms": 0}
+        if record["part_index"] > 0 or not record["last_part"]:
+            return self._part(record, base, position)
         gop = gop_from_record(record)
         started = time.perf_counter()
         try:
@@ -156,7 +193,48 @@ class TranscodeWorker:
             )
             return None
         self.encode_seconds.observe(time.perf_counter() - started)
-        key = segment_key(gop.stream_id, label, gop.sequence)
+        return self._written(base, gop.start_pts_90k, gop.duration_90k, segment)
+
+    def _part(
+        self, record: dict[str, Any], base: dict[str, Any], position: tuple[int, int]
+    ) -> dict[str, Any] | None:
+        """A GOP arriving in parts: encode each part now; the segment when the last comes."""
+        stream_id, sequence, index = record["stream_id"], record["sequence"], record["part_index"]
+        head = gop_from_record(record)
+        started = time.perf_counter()
+        try:
+            if index == 0:
+                self._open[stream_id] = _OpenGop(
+                    sequence, self._transcoder.begin(head), *position, record["start_pts_90k"]
+                )
+            current = self._open.get(stream_id)
+            if current is None or (current.sequence, current.next_part) != (sequence, index):
+                # its first part came before this worker's start: a predecessor finished it
+                self._open.pop(stream_id, None)
+                return None
+            current.encoding.feed(head.units)
+            current.next_part += 1
+            current.seconds += time.perf_counter() - started
+            if not record["last_part"]:
+                return None
+            del self._open[stream_id]
+            started = time.perf_counter()
+            segment = current.encoding.finish(record["duration_90k"])
+        except MediaError as exc:
+            self._open.pop(stream_id, None)
+            self.bad.inc()
+            logger.warning(
+                "transcode %s: stream %s GOP %d: %s", self.rung.name, stream_id, sequence, exc
+            )
+            return None
+        self.encode_seconds.observe(current.seconds + time.perf_counter() - started)
+        return self._written(base, current.start_pts_90k, record["duration_90k"], segment)
+
+    def _written(
+        self, base: dict[str, Any], start_pts_90k: int, duration_90k: int, segment: EncodedSegment
+    ) -> dict[str, Any]:
+        """Store the segment under its deterministic name → its SegmentReady record."""
+        key = segment_key(base["stream_id"], base["rendition"], base["sequence"])
         self.store.put(
             key, segment.data, content_type="video/mp2t", cache_control=SEGMENT_CACHE_CONTROL
         )
@@ -164,7 +242,7 @@ class TranscodeWorker:
         return {
             **base,
             "key": key,
-            "start_pts_90k": gop.start_pts_90k,
+            "start_pts_90k": start_pts_90k,
             "duration_90k": segment.duration_90k,
             "size_bytes": len(segment.data),
             "bitrate_bps": segment.bitrate_bps,
@@ -172,9 +250,21 @@ class TranscodeWorker:
             "height": segment.height,
             "fps": segment.fps,
             "codecs": segment.codecs,
-            "program_date_time_ms": record["ingest_time_ms"] - gop.duration_90k // 90,
+            "program_date_time_ms": base["ingest_time_ms"] - duration_90k // 90,
             "end_of_stream": False,
         }
+
+
+@dataclass
+class _OpenGop:
+    sequence: int
+    encoding: GopEncoding
+    partition: int
+    first_offset: int
+    start_pts_90k: int
+    next_part: int = 0
+    seconds: float = 0.0
+    opened_at: float = field(default_factory=time.monotonic)
 
 
 _EMPTY = {

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import itertools
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -260,3 +261,15 @@ def test_codecs_string_reads_the_sps() -> None:
     assert codecs_string(access_unit, None) == "avc1.64001f"
     with pytest.raises(MediaError):
         codecs_string(b"\x00\x00\x01\x09\xf0", None)
+
+
+def test_a_gop_fed_in_parts_encodes_to_the_same_segment(gops: list[Gop]) -> None:
+    """Low latency: ingest sends a GOP in parts and the worker encodes each as it arrives;
+    the segment is the one the whole GOP gives, byte for byte."""
+    rung = LADDER.get("360p30")
+    gop = gops[1]
+    whole = GopTranscoder(rung).transcode(gop)
+    encoding = GopTranscoder(rung).begin(replace(gop, units=(), duration_90k=0))
+    for start in range(0, len(gop.units), 37):
+        encoding.feed(gop.units[start : start + 37])
+    assert encoding.finish(gop.duration_90k) == whole

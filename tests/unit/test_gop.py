@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pipeline.gop import GopCutter
+from pipeline.gop import Gop, GopCutter
 from pipeline.media import CodecConfig, MediaUnit, Track
 
 CONFIG = CodecConfig(b"avcc", b"asc", 1280, 720, 30.0)
@@ -51,3 +51,57 @@ def test_discontinuity_marks_only_the_next_gop() -> None:
     assert first is not None and second is not None
     assert first.sequence == 5 and first.discontinuity
     assert second.sequence == 6 and not second.discontinuity
+
+
+def test_parts_hand_out_every_unit_once_and_hold_audio_ahead_of_video() -> None:
+    cutter = GopCutter("s", CONFIG)
+    cutter.push(video(0, True))
+    cutter.push(audio(1000))
+    cutter.push(audio(5000))  # ahead of the newest video frame: not in a part yet
+    first = cutter.take_part()
+    assert [u.dts_90k for u in first] == [0]
+    assert cutter.open_sequence == 0
+    cutter.push(video(3000))
+    second = cutter.take_part()
+    assert [u.dts_90k for u in second] == [1000, 3000]
+    gop = cutter.push(video(6000, True))
+    assert gop is not None
+    last = cutter.unsent(gop)
+    assert [u.dts_90k for u in last] == [5000]
+    sent = [*first, *second, *last]
+    assert sorted(u.dts_90k for u in sent) == sorted(u.dts_90k for u in gop.units)
+    assert cutter.take_part() == [video(6000, True)]
+
+
+def test_parts_assemble_into_the_whole_gop_record() -> None:
+    from schemas.records import PartAssembler, gop_to_record
+
+    cutter = GopCutter("s", CONFIG)
+    parts = []
+    for unit in [video(0, True), audio(100), video(3000), audio(3100), video(6000)]:
+        cutter.push(unit)
+        taken = cutter.take_part()
+        if taken:
+            head = Gop("s", 0, CONFIG, tuple(taken), 3000, 0)
+            parts.append(
+                gop_to_record(
+                    head, channel="c", ingest_time_ms=0, part_index=len(parts), last_part=False
+                )
+            )
+    gop = cutter.push(video(9000, True))
+    assert gop is not None
+    last = Gop("s", 0, CONFIG, tuple(cutter.unsent(gop)), 3000, gop.duration_90k)
+    parts.append(
+        gop_to_record(last, channel="c", ingest_time_ms=0, part_index=len(parts), last_part=True)
+    )
+    assembler = PartAssembler()
+    results = [assembler.add(p) for p in parts]
+    assert results[:-1] == [None] * (len(parts) - 1)
+    whole = results[-1]
+    expected = gop_to_record(gop, channel="c", ingest_time_ms=0)
+    assert whole is not None
+    assert sorted(p["dts_90k"] for p in whole["packets"]) == sorted(
+        p["dts_90k"] for p in expected["packets"]
+    )
+    assert whole["duration_90k"] == 9000 and whole["last_part"] and whole["part_index"] == 0
+    assert assembler.add(parts[1]) is None  # a part without its first part is dropped
