@@ -97,8 +97,11 @@ class GopTranscoder:
         return GopEncoding(self, gop)
 
     def _decoder_for(self, avcc: bytes) -> VideoCodecContext:
+        """Lend the kept decoder when it fits (a GOP in progress holds it alone: GOPs of two
+        streams arriving in parts at once must never share one), else open a new one."""
         if self._decoder is not None and avcc == self._decoder_avcc:
-            return self._decoder
+            decoder, self._decoder = self._decoder, None
+            return decoder
         decoder = CodecContext.create("h264", "r")
         assert isinstance(decoder, VideoCodecContext)
         decoder.extradata = avcc
@@ -108,8 +111,11 @@ class GopTranscoder:
             decoder.open()
         except av.error.FFmpegError as exc:
             raise MediaError(f"the H.264 decoder refuses this avcC record: {exc}") from exc
-        self._decoder, self._decoder_avcc = decoder, avcc
         return decoder
+
+    def _give_back(self, decoder: VideoCodecContext, avcc: bytes) -> None:
+        """A drained decoder is kept for the next GOP of the same codec config."""
+        self._decoder, self._decoder_avcc = decoder, avcc
 
     def _new_encoder(self, width: int, height: int, fps: float) -> VideoCodecContext:
         bitrate = self.rendition.bitrate_bps
@@ -148,22 +154,20 @@ class GopEncoding:
         self.first_error = ""
 
     def feed(self, units: Iterable[MediaUnit]) -> None:
-        try:
-            for unit in units:
-                if unit.track is Track.AUDIO:
-                    self.audio.append(unit)
-                    continue
-                self.video_units += 1
-                try:
-                    frames = self.decoder.decode(_packet(unit))
-                except av.error.FFmpegError as exc:  # a broken access unit: skip it, go on
-                    self.failed += 1
-                    self.first_error = self.first_error or str(exc)
-                    continue
-                self.run.take(frames)
-        except BaseException:
-            self.owner._decoder = None  # left mid-GOP: never let its frames reach the next GOP
-            raise
+        """Decode, scale and encode the part's video now; keep its audio for the mux. If this
+        raises, the GOP is abandoned and its decoder with it (it is never given back)."""
+        for unit in units:
+            if unit.track is Track.AUDIO:
+                self.audio.append(unit)
+                continue
+            self.video_units += 1
+            try:
+                frames = self.decoder.decode(_packet(unit))
+            except av.error.FFmpegError as exc:  # a broken access unit: skip it, go on
+                self.failed += 1
+                self.first_error = self.first_error or str(exc)
+                continue
+            self.run.take(frames)
 
     def finish(self, duration_90k: int) -> EncodedSegment:
         gop, owner = self.gop, self.owner
@@ -171,11 +175,8 @@ class GopEncoding:
             self.run.take(self.decoder.decode(None))
             self.decoder.flush_buffers()
         except av.error.FFmpegError as exc:
-            owner._decoder = None
             raise MediaError(f"GOP {gop.sequence}: draining the decoder failed: {exc}") from exc
-        except BaseException:
-            owner._decoder = None
-            raise
+        owner._give_back(self.decoder, gop.config.avc_config)
         if self.run.encoder is None:
             raise MediaError(
                 f"GOP {gop.sequence}: no frame decoded from {self.video_units} video packets"

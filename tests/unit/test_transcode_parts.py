@@ -114,3 +114,21 @@ def test_parts_whose_first_part_this_worker_never_saw_are_left_alone(
     assert [worker.process(part) for part in rest] == [None] * len(rest)
     assert not worker._open
     assert not (tmp_path / "w" / "streams").exists()
+
+
+def test_two_streams_in_parts_at_once_do_not_share_a_decoder(
+    gops: list[Gop], tmp_path: Path
+) -> None:
+    """Two streams with the same codec config (two encoders with the same settings) arrive
+    interleaved on one partition: each segment is the one its GOP alone gives."""
+    a = replace(gops[0], stream_id="a")
+    b = replace(gops[1], stream_id="b")
+    alone = _worker(tmp_path, "alone")
+    expected = [alone.process(gop_to_record(g, channel="c", ingest_time_ms=1)) for g in (a, b)]
+    worker = _worker(tmp_path, "mixed")
+    events = []
+    for n, (part_a, part_b) in enumerate(zip(_parts(a, 30), _parts(b, 30), strict=False)):
+        events.append(worker.process(part_a, position=(0, 2 * n)))
+        events.append(worker.process(part_b, position=(0, 2 * n + 1)))
+    got = [e for e in events if e is not None]
+    assert sorted(got, key=lambda e: e["stream_id"]) == expected
