@@ -301,7 +301,6 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
         partitions=settings.partitions,
         replication=settings.replication,
         app_id=settings.group("packager"),
-        instance_id=instance_id("package", args.instance),
         registry=registry,
     )
     packager.run_worker(app, settings.kafka_bootstrap, loglevel="info" if args.verbose else "warn")
@@ -445,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
             role.add_argument("--rendition", required=True, help="rung name, e.g. 720p60")
         if name == "package":
             role.add_argument("--verbose", action="store_true", help="faust's own info logs")
-        if name in ("transcode", "package"):
+        if name == "transcode":
             role.add_argument(
                 "--instance",
                 default="0",

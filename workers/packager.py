@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,9 +38,6 @@ from topics.specs import SEGMENTS
 logger = logging.getLogger(__name__)
 
 PLAYLIST_CACHE_CONTROL = "public, max-age=1"
-# events taken together: whatever is already there, waiting at most this long for more
-BATCH_MAX = 500
-BATCH_WITHIN_S = 0.005
 M3U8 = "application/vnd.apple.mpegurl"
 
 
@@ -65,20 +62,13 @@ class Packager:
             "From ingest closing a GOP to its segment listed in a media playlist.",
         )
 
-    async def on_batch(
-        self, events: Sequence[Any], enter: Callable[[Any], None] = lambda event: None
-    ) -> None:
-        """Apply a batch of events (faust events: `.value`) to the tables, then write each
-        changed playlist once: media playlists first, masters after (a master never names a
-        missing playlist). Under a backlog one write serves many events; live, a batch is
-        one event. `enter(event)` makes the event faust's current one, so each table write
-        goes to the changelog partition of the event's own source partition."""
+    async def on_event(self, value: bytes | None) -> None:
+        """Apply one SegmentReady to the tables, then write what changed: the media playlist
+        first, the master after (a master never names a missing playlist)."""
         media: dict[str, str] = {}
         masters: dict[str, str] = {}
         listed: list[int] = []
-        for event in events:
-            enter(event)
-            self._apply(event.value, media, masters, listed)
+        self._apply(value, media, masters, listed)
         await asyncio.gather(*(self._put(key, text) for key, text in media.items()))
         await asyncio.gather(*(self._put(key, text) for key, text in masters.items()))
         now = time.time()
@@ -199,15 +189,15 @@ def build_app(
     partitions: int = 6,
     replication: int = 1,
     app_id: str = "onair-packager",
-    instance_id: str | None = None,
     registry: Registry | None = None,
 ) -> faust.App:
     """The faust app: one topic, two tables, one agent. Built by a factory (not at import) so
     the broker and store come from the entry point, before faust finalizes its settings.
 
-    `instance_id` makes the packager a static member of its consumer group: restarted with
-    the same id, it takes its partitions back at once instead of waiting for the dead
-    member's session to time out and a rebalance."""
+    A dynamic group member (no static membership): a restarted packager rejoins through a
+    rebalance and faust's table recovery, the path faust is best tested on; static
+    membership made restarts hang now and then in the e2e kill test.
+    """
     app = faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
@@ -222,7 +212,6 @@ def build_app(
         # a new group starts at the live edge; run_worker pins it there before it joins
         consumer_auto_offset_reset="latest",
         broker_heartbeat_interval=1.0,
-        consumer_group_instance_id=instance_id,
         broker_commit_interval=0.5,
         table_cleanup_interval=60.0,
     )
@@ -240,8 +229,11 @@ def build_app(
 
     @app.agent(segments)
     async def package(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await packager.on_batch(events, stream._set_current_event)
+        # one event at a time: faust acks what take()/take_events() buffer before the batch
+        # is processed, so a packager killed mid-batch would lose events (seen in the e2e
+        # kill test); one event at a time is acked only after its playlists are written
+        async for value in stream:
+            await packager.on_event(value)
 
     return app
 
