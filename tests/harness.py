@@ -126,6 +126,12 @@ class Platform:
                 raise TimeoutError(f"groups not ready after {timeout_s}s: {sorted(pending)}")
             time.sleep(0.3)
 
+    def terminate(self, name: str) -> None:
+        """SIGTERM: the role stops as an operator's restart or a deploy stops it."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
     def kill(self, name: str) -> None:
         """SIGKILL: no goodbye, no final commit — the crash a successor must survive."""
         proc = self.procs[name]
