@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -49,9 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import httpx
-
 from pipeline.tokens import issue_token
+from tests.integration.chat_server import spawn
 
 try:
     from bench.machine import describe
@@ -287,28 +285,15 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = (self.log_dir / f"{self.mode}-{self.port}.log").open("ab")
-        command = [
-            sys.executable,
-            "-m",
-            "tests.integration.chat_server",
-            f"--port={self.port}",
-            f"--bootstrap={self.bootstrap}",
-            f"--token-secret={self.token_secret}",
-            f"--admin-token={secrets.token_urlsafe(12)}",
+        self.proc = spawn(
+            self.port,
+            self.bootstrap,
+            self.token_secret,
+            secrets.token_urlsafe(12),
+            self.log_dir / f"{self.mode}-{self.port}.log",
             f"--fanout={self.mode}",
             "--log-level=warning",
-        ]
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chat server exited, see {log.name}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).is_success:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"chat server did not start, see {log.name}")
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -10,9 +10,15 @@ Ready when `/healthz` answers (the service has started: moderation caught up, to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +32,36 @@ from topics.admin import ensure_topics
 from topics.specs import all_topics
 
 logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(
+    port: int,
+    bootstrap: str,
+    token_secret: str,
+    admin_token: str,
+    log_path: Path,
+    *options: str,
+    timeout_s: float = 60.0,
+) -> subprocess.Popen[bytes]:
+    """Start a chat server process (output to `log_path`) and return once `/healthz` answers."""
+    command = [
+        sys.executable, "-m", "tests.integration.chat_server", f"--port={port}",
+        f"--bootstrap={bootstrap}", f"--token-secret={token_secret}",
+        f"--admin-token={admin_token}", *options,
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"chat server exited; see {log_path}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).is_success:
+                return proc
+        time.sleep(0.2)
+    raise RuntimeError(f"chat server did not start in {timeout_s:.0f} s; see {log_path}")
 
 
 def build_app(args: argparse.Namespace) -> Starlette:

@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway.http.chat_fanout import partition_for
 from pipeline.tokens import issue_token
 from schemas.codec import Codec
+from tests.integration.chat_server import spawn
 from topics.admin import ensure_topics
 from topics.client import make_consumer
 from topics.specs import CHAT, all_topics
@@ -66,27 +67,9 @@ class ChatServer:
         return f"ws://127.0.0.1:{self.port}/chat/{channel}"
 
     def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "tests.integration.chat_server",
-            f"--port={self.port}",
-            f"--bootstrap={self.bootstrap}",
-            f"--token-secret={TOKEN_SECRET}",
-            f"--admin-token={ADMIN_TOKEN}",
-            "--log-level=info",
-        ]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chat server exited; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.http}/healthz", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"chat server did not start in 60 s; see {self.log_path}")
+        self.proc = spawn(
+            self.port, self.bootstrap, TOKEN_SECRET, ADMIN_TOKEN, self.log_path, "--log-level=info"
+        )
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
