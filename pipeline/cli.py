@@ -194,12 +194,16 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
         signal.signal(signum, lambda *_: stop())
 
 
-def _metrics(settings: Settings, args: argparse.Namespace, registry: Any) -> None:
+def _metrics(
+    settings: Settings, args: argparse.Namespace, registry: Any, health: Any = None
+) -> None:
+    """/metrics (and /healthz, given the role's `Health`) on the role's metrics port; opened
+    before the role waits for Kafka, so probes see "starting" meanwhile."""
     port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
     if port:
         from pipeline.metrics_server import serve_metrics
 
-        serve_metrics(registry, settings.http_host, port)
+        serve_metrics(registry, settings.http_host, port, health)
 
 
 def instance_id(role: str, instance: str) -> str:
@@ -216,6 +220,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.ingest import IngestHandler
     from gateway.rtmp.guard import AuthGuard
     from gateway.rtmp.server import RtmpServer
+    from pipeline.health import Health
     from pipeline.metrics import Registry
     from topics.channels import ChannelDirectory
     from topics.client import AsyncProducer
@@ -223,9 +228,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from topics.table import TableReader
 
     registry = Registry()
-    _metrics(settings, args, registry)
+    health = Health("ingest")
+    _metrics(settings, args, registry, health)
 
     async def run() -> None:
+        health.starting("reading the channels and the stream lifecycle from Kafka")
         channels = ChannelDirectory(settings.kafka_bootstrap)
         lifecycle = TableReader(settings.kafka_bootstrap, STREAMS, None)
         await asyncio.gather(asyncio.to_thread(channels.start), asyncio.to_thread(lifecycle.start))
@@ -247,6 +254,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             loop.add_signal_handler(signum, stop.set)
         await server.start()
         logger.info("ingest: rtmp://%s:%d/live", settings.rtmp_host, server.port)
+        health.ok()
         try:
             await stop.wait()
         finally:
@@ -261,6 +269,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.health import Health
     from pipeline.metrics import Registry
     from pipeline.store import open_store
     from workers.transcode import TranscodeWorker
@@ -271,7 +280,8 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
         names = ", ".join(r.name for r in settings.ladder.rungs)
         raise OnairError(f"no rung {args.rendition!r} in the ladder ({names})") from None
     registry = Registry()
-    _metrics(settings, args, registry)
+    health = Health(f"transcode {rung.name}")
+    _metrics(settings, args, registry, health)
     worker = TranscodeWorker(
         settings.kafka_bootstrap,
         rung,
@@ -281,6 +291,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
         registry=registry,
         group=settings.group(f"transcode.{rung.name}"),
         instance_id=instance_id(f"transcode-{rung.name}", args.instance),
+        health=health,
     )
     _stop_on_signals(worker.stop_event.set)
     worker.run()
@@ -288,12 +299,14 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.health import Health
     from pipeline.metrics import Registry
     from pipeline.store import open_store
     from workers import packager
 
     registry = Registry()
-    _metrics(settings, args, registry)
+    health = Health("package")
+    _metrics(settings, args, registry, health)
     app = packager.build_app(
         settings.kafka_bootstrap,
         open_store(settings.storage_url, **settings.s3_options()),
@@ -302,8 +315,15 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
         replication=settings.replication,
         app_id=settings.group("packager"),
         registry=registry,
+        health=health,
     )
-    packager.run_worker(app, settings.kafka_bootstrap, loglevel="info" if args.verbose else "warn")
+    packager.run_worker(
+        app,
+        settings.kafka_bootstrap,
+        loglevel="info" if args.verbose else "warn",
+        replication=settings.replication,
+        health=health,
+    )
     return 0
 
 
@@ -374,32 +394,78 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     del args
     ensure_topics(settings)
     key = demo_key(settings)
+    base = settings.up_metrics_port_base
+    ports = {"ingest": base, "package": base + 1, "vod": base + 2}
     roles: dict[str, list[str]] = {
-        "ingest": ["ingest", "--metrics-port", "9101"],
-        "package": ["package", "--metrics-port", "9102"],
-        "vod": ["vod", "--metrics-port", "9103"],
+        "ingest": ["ingest", "--metrics-port", str(ports["ingest"])],
+        "package": ["package", "--metrics-port", str(ports["package"])],
+        "vod": ["vod", "--metrics-port", str(ports["vod"])],
         "http": ["http"],
     }
     for index, rung in enumerate(settings.ladder.rungs):
-        roles[f"transcode {rung.name}"] = [
-            "transcode",
-            "--rendition",
-            rung.name,
-            "--metrics-port",
-            str(9110 + index),
-        ]
+        name = f"transcode {rung.name}"
+        ports[name] = base + 9 + index
+        roles[name] = ["transcode", "--rendition", rung.name, "--metrics-port", str(ports[name])]
+    ports["http"] = settings.http_port
     log_dir = Path(settings.state_dir) / "logs"
     supervisor = Supervisor(roles, log_dir)
     _stop_on_signals(supervisor.stop)
-    print("onair is up: " + ", ".join(roles))
+    print("onair is starting: " + ", ".join(roles))
     _print_key(settings, "demo", key, as_json=False)
-    print(f"logs:         {log_dir}/   metrics: :8080/metrics, :9101-9103, :9110+")
+    print(f"logs:         {log_dir}/")
+    print(f"metrics:      :{settings.http_port}/metrics, :{base}-{base + 2}, :{base + 9}+")
     print("stop with Ctrl-C", flush=True)
+    health = {name: f"http://127.0.0.1:{port}/healthz" for name, port in ports.items()}
+    threading.Thread(
+        target=report_ready, args=(health, supervisor.stopping), name="ready", daemon=True
+    ).start()
     try:
         supervisor.run()
     finally:
         supervisor.stop()
     return 0
+
+
+READY_WAIT_S = 180.0
+
+
+def role_health(url: str) -> tuple[bool, str]:
+    """→ (ready, what /healthz said) for one role; not answering counts as starting."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200, response.read().decode(errors="replace").strip()
+    except urllib.error.HTTPError as exc:
+        return False, exc.read().decode(errors="replace").strip()
+    except OSError as exc:
+        return False, f"starting: not answering yet ({exc})"
+
+
+def report_ready(
+    health: dict[str, str], stopping: threading.Event, timeout_s: float = READY_WAIT_S
+) -> bool:
+    """Poll every role's /healthz until all say ok; print `onair is ready` (or, past the
+    bound, which roles are still starting and why, every 30 s after that)."""
+    started = time.monotonic()
+    pending = dict(health)
+    said = 0.0
+    while pending and not stopping.wait(0.5):
+        for name, url in list(pending.items()):
+            ready, _ = role_health(url)
+            if ready:
+                del pending[name]
+        elapsed = time.monotonic() - started
+        if pending and elapsed > timeout_s and elapsed - said > 30:
+            said = elapsed
+            for name, url in pending.items():
+                print(f"onair: {name} not ready after {elapsed:.0f} s: {role_health(url)[1]}")
+            sys.stdout.flush()
+    if pending:
+        return False
+    print(f"onair is ready: every role consumes ({time.monotonic() - started:.1f} s)", flush=True)
+    return True
 
 
 # ---- argument parsing ----------------------------------------------------------------------

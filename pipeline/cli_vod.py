@@ -86,13 +86,15 @@ def register(sub: Any, settings_factory: Callable[[], Settings]) -> None:
 
 def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.cli import _metrics, _stop_on_signals, instance_id
+    from pipeline.health import Health
     from pipeline.metrics import Registry
     from pipeline.store import open_store
     from workers.vod import VodWorker
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every stack
     registry = Registry()
-    _metrics(settings, args, registry)
+    health = Health("vod")
+    _metrics(settings, args, registry, health)
     worker = VodWorker(
         settings.kafka_bootstrap,
         open_store(settings.storage_url, **settings.s3_options()),
@@ -103,6 +105,7 @@ def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
         thumbnail_interval_s=args.thumbnail_interval,
         segment_wait_s=args.segment_wait,
         prefetch=not args.no_prefetch,
+        health=health,
     )
     _stop_on_signals(worker.stop_event.set)
     worker.run()

@@ -65,6 +65,9 @@ class Settings:
     admin_token: str = ""
     token_secret: str = ""
     metrics_port: int = 0  # workers' /metrics; 0 = a free port is not opened
+    # `onair up`: each role's /metrics and /healthz on a port from here (ingest, package, vod
+    # at base, +1, +2; transcode rung i at base + 9 + i)
+    up_metrics_port_base: int = 9101
     group_prefix: str = "onair"  # consumer groups: <prefix>.transcode.<rung>, <prefix>-packager
     auth_max_failures: int = 5
     auth_block_s: float = 300.0
@@ -102,6 +105,9 @@ class Settings:
         take("ONAIR_ADMIN_TOKEN", "admin_token", lambda n, r: r)
         take("ONAIR_TOKEN_SECRET", "token_secret", lambda n, r: r)
         take("ONAIR_METRICS_PORT", "metrics_port", lambda n, r: _int(n, r, 0, 65535))
+        take(
+            "ONAIR_UP_METRICS_PORT_BASE", "up_metrics_port_base", lambda n, r: _int(n, r, 1, 65000)
+        )
         take("ONAIR_GROUP_PREFIX", "group_prefix", _group_prefix)
         take("ONAIR_AUTH_MAX_FAILURES", "auth_max_failures", lambda n, r: _int(n, r, 1, 1000))
         take("ONAIR_AUTH_BLOCK_S", "auth_block_s", lambda n, r: _float(n, r, 0, 86400))

@@ -14,12 +14,15 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# roles that serve /metrics and /healthz on --metrics-port
+HEALTH_ROLES = ("ingest", "package", "transcode", "vod")
 
 
 def free_port() -> int:
@@ -67,6 +70,7 @@ class Platform:
             **env,
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.health_urls: dict[str, str] = {}
         self._publishes = 0
         self.last_publish_log = ""
 
@@ -88,6 +92,15 @@ class Platform:
         return info
 
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start a role; its /healthz (the worker roles' metrics port, or the HTTP gateway's)
+        is kept for `wait_healthy`."""
+        args = tuple(args)
+        if args and args[0] in HEALTH_ROLES and "--metrics-port" not in args:
+            port = free_port()
+            args = (*args, "--metrics-port", str(port))
+            self.health_urls[name] = f"http://127.0.0.1:{port}/healthz"
+        elif args and args[0] == "http":
+            self.health_urls[name] = self.url("/healthz")
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", *args],
@@ -125,6 +138,41 @@ class Platform:
             if pending and time.monotonic() > deadline:
                 raise TimeoutError(f"groups not ready after {timeout_s}s: {sorted(pending)}")
             time.sleep(0.3)
+
+    def health(self, name: str) -> tuple[int, str]:
+        """(status, body) of the role's /healthz; (0, reason) while it does not answer."""
+        try:
+            with urllib.request.urlopen(self.health_urls[name], timeout=2) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except OSError as exc:
+            return 0, str(exc)
+
+    def wait_healthy(self, *names: str, timeout_s: float = 120.0) -> dict[str, list[str]]:
+        """Wait until each role's /healthz answers 200, as a probe would; → every distinct
+        answer each role gave on the way. A role that exits meanwhile fails at once."""
+        seen: dict[str, list[str]] = {name: [] for name in names or self.health_urls}
+        deadline = time.monotonic() + timeout_s
+        pending = set(seen)
+        while pending:
+            for name in sorted(pending):
+                status, body = self.health(name)
+                answer = f"{status} {body.strip()}"
+                if not seen[name] or seen[name][-1] != answer:
+                    seen[name].append(answer)
+                if status == 200:
+                    pending.discard(name)
+                elif self.procs[name].poll() is not None:
+                    raise AssertionError(
+                        f"{name} exited ({self.procs[name].returncode}) before it was ready:\n"
+                        + self.log_tail(name)
+                    )
+            if pending and time.monotonic() > deadline:
+                states = {name: seen[name][-1] for name in sorted(pending)}
+                raise TimeoutError(f"roles not healthy after {timeout_s}s: {states}")
+            time.sleep(0.2)
+        return seen
 
     def terminate(self, name: str) -> None:
         """SIGTERM: the role stops as an operator's restart or a deploy stops it."""

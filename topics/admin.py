@@ -14,6 +14,7 @@ from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewPartitions, NewTopic
 
 from topics.client import make_consumer
+from topics.ready import wait_for_topics
 from topics.specs import TopicSpec
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ def ensure_topics(
 ) -> list[str]:
     """Create missing topics, raise partition counts that are too low, reconcile configs.
 
-    Returns the names of topics it created. "Already exists" counts as success (another
-    process may create them at the same moment).
+    Returns the names of topics it created, once every partition of every topic has a
+    leader that serves it (a topic created a moment ago has none yet). "Already exists"
+    counts as success (another process may create them at the same moment).
     """
     admin = admin_client(bootstrap)
     specs = list(specs)
@@ -59,6 +61,7 @@ def ensure_topics(
     present = [s for s in specs if s.name in existing]
     if present:
         _reconcile_configs(admin, present, timeout)
+    wait_for_topics(bootstrap, [s.name for s in specs])
     return created
 
 

@@ -39,6 +39,31 @@ def _compacted() -> dict[str, str]:
     }
 
 
+# faust's tables (the packager's state) and the changelog topic faust names for each:
+# declared here, created by `onair package` before faust starts (a changelog topic that faust
+# creates itself on a new broker is not in its metadata when the first event comes, and the
+# agent crashes with PartitionsMismatch)
+PACKAGER_TABLES = ("windows", "masters")
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    return f"{app_id}-{table}-changelog"
+
+
+def packager_changelogs(app_id: str, partitions: int) -> list[TopicSpec]:
+    """The packager's changelog topics: co-partitioned with onair.segments, compacted."""
+    return [
+        TopicSpec(
+            changelog_topic(app_id, table),
+            "stream_id[/rendition]",
+            partitions,
+            {"cleanup.policy": "compact"},
+            f"faust changelog of the packager's {table} table",
+        )
+        for table in PACKAGER_TABLES
+    ]
+
+
 def all_topics(partitions: int = 6, replay_retention_ms: int = 48 * HOUR_MS) -> list[TopicSpec]:
     """Every topic. `partitions` bounds how far each role scales out."""
     specs = [

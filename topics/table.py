@@ -18,6 +18,7 @@ from confluent_kafka import TopicPartition
 from pipeline.errors import CodecError
 from schemas.codec import Codec
 from topics.client import make_consumer, poll_checked
+from topics.ready import wait_for_topics
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class TableReader:
         self.listeners: list[Callable[[str, dict[str, Any] | None], None]] = []
 
     def start(self, timeout: float = 30.0) -> None:
+        """Read the topic to its end (within `timeout` once the broker serves it), then
+        follow it in the background."""
+        wait_for_topics(self._bootstrap, [self.topic])
         eof: dict[str, Any] = {"enable.partition.eof": True}
         consumer = make_consumer(self._bootstrap, None, **eof)
         metadata = consumer.list_topics(self.topic, timeout=timeout).topics[self.topic]

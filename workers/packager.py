@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 
 from pipeline.errors import CodecError
+from pipeline.health import Health
 from pipeline.metrics import Registry
 from pipeline.playlist import (
     BandwidthMeter,
@@ -32,8 +34,10 @@ from pipeline.playlist import (
 )
 from pipeline.store import ObjectStore
 from schemas.codec import Codec
+from topics.admin import ensure_topics
 from topics.client import pin_group_to_end
-from topics.specs import SEGMENTS
+from topics.ready import wait_for_topics
+from topics.specs import SEGMENTS, changelog_topic, packager_changelogs
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +194,7 @@ def build_app(
     replication: int = 1,
     app_id: str = "onair-packager",
     registry: Registry | None = None,
+    health: Health | None = None,
 ) -> faust.App:
     """The faust app: one topic, two tables, one agent. Built by a factory (not at import) so
     the broker and store come from the entry point, before faust finalizes its settings.
@@ -219,13 +224,26 @@ def build_app(
         SEGMENTS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
     # "<stream>/<rendition>" → LiveWindow; "<stream>" → variants and bandwidth meters
+    windows, masters = app.Table("windows"), app.Table("masters")
+    for table in (windows, masters):
+        # run_worker creates these topics before faust starts: the names must agree
+        assert table.changelog_topic.get_topic_name() == changelog_topic(app_id, table.name)
     packager = Packager(
         store,
-        windows=app.Table("windows"),
-        masters=app.Table("masters"),
+        windows=windows,
+        masters=masters,
         window_size=window_size,
         registry=registry or Registry(),
     )
+
+    if health is not None:
+
+        async def consuming(sender: Any, *args: Any, **kwargs: Any) -> None:
+            # partitions assigned and the tables recovered from their changelogs
+            del sender, args, kwargs
+            health.ok()
+
+        app.on_rebalance_complete.connect(consuming)  # type: ignore[arg-type]
 
     @app.agent(segments)
     async def package(stream: Any) -> None:
@@ -233,16 +251,54 @@ def build_app(
         # is processed, so a packager killed mid-batch would lose events (seen in the e2e
         # kill test); one event at a time is acked only after its playlists are written
         async for value in stream:
-            await packager.on_event(value)
+            try:
+                await packager.on_event(value)
+            except Exception as exc:
+                _exit_unacked(exc, health)
 
     return app
 
 
-def run_worker(app: faust.App, bootstrap: str, loglevel: str = "warn") -> None:
-    """Run the faust worker in this process until SIGINT/SIGTERM."""
+def _exit_unacked(exc: Exception, health: Health | None) -> NoReturn:
+    """An event failed (the store refused a write, say): end the process at once. faust acks
+    an event whose agent raised (its stream's `finally`) and would commit it with the next
+    batch, losing it; a process that exits here has not acked it, so the restarted packager
+    takes it again from the committed offset."""
+    logger.critical("packager: an event failed (%s); exiting unacked", exc, exc_info=exc)
+    if health is not None:
+        health.failed(f"an event failed: {exc}")
+    logging.shutdown()
+    os._exit(70)  # EX_SOFTWARE; the supervisor restarts the role
+
+
+def run_worker(
+    app: faust.App,
+    bootstrap: str,
+    loglevel: str = "warn",
+    *,
+    replication: int = 1,
+    health: Health | None = None,
+) -> None:
+    """Run the faust worker in this process until SIGINT/SIGTERM.
+
+    Before faust starts, everything it needs is made ready on the broker: the changelog
+    topics created and led (faust creating them itself on a new broker crashed the agent
+    with PartitionsMismatch on the first event, losing events), onair.segments led, the
+    group coordinator answering; then the group is pinned at the live edge."""
     from faust.worker import Worker
 
-    pin_group_to_end(bootstrap, app.conf.id, SEGMENTS)
+    app_id = app.conf.id
+    on_wait = health.starting if health is not None else None
+    changelogs = packager_changelogs(app_id, app.conf.topic_partitions)
+    if on_wait is not None:
+        on_wait("creating the changelog topics")
+    ensure_topics(bootstrap, changelogs, replication)
+    wait_for_topics(
+        bootstrap, [SEGMENTS, *(c.name for c in changelogs)], group=app_id, on_wait=on_wait
+    )
+    if on_wait is not None:
+        on_wait("joining the group and recovering the tables")
+    pin_group_to_end(bootstrap, app_id, SEGMENTS)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # no terminal animation in log files
     worker.execute_from_commandline()

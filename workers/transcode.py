@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.errors import CodecError, MediaError
+from pipeline.health import Health
 from pipeline.ladder import Ladder, Rendition
 from pipeline.metrics import Registry
 from pipeline.store import ObjectStore
@@ -30,6 +31,7 @@ from topics.client import (
     poll_checked,
     start_new_partitions_at_end,
 )
+from topics.ready import wait_for_topics
 from topics.specs import GOPS, SEGMENTS
 from workers.encoder import EncodedSegment, GopEncoding, GopTranscoder
 
@@ -65,6 +67,7 @@ class TranscodeWorker:
     topic: str = GOPS
     instance_id: str | None = None  # static group membership: a restart takes over at once
     stop_event: threading.Event = field(default_factory=threading.Event)
+    health: Health = field(default_factory=lambda: Health("transcode"))
 
     def __post_init__(self) -> None:
         self._codec = Codec()
@@ -92,12 +95,16 @@ class TranscodeWorker:
         config: dict[str, Any] = {}
         if self.instance_id:
             config["group.instance.id"] = self.instance_id
+        wait_for_topics(
+            self.bootstrap, [self.topic, SEGMENTS], group=self.group, on_wait=self.health.starting
+        )
+        self.health.starting(f"joining group {self.group}")
         # a new group starts at the live edge, not at the start of the replay window
         consumer = make_consumer(
             self.bootstrap,
             self.group,
             topics=[self.topic],
-            on_assign=start_new_partitions_at_end,
+            on_assign=self._assigned,
             on_revoke=self._revoked,
             **config,
         )
@@ -141,6 +148,10 @@ class TranscodeWorker:
             tp = TopicPartition(msg.topic() or self.topic, partition, offset)
             consumer.commit(offsets=[tp], asynchronous=False)
             self._committed[partition] = offset
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        start_new_partitions_at_end(consumer, partitions)
+        self.health.ok()  # in the group with positions set: consuming from here on
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions went to another worker: their half-received GOPs are its job now."""

@@ -61,6 +61,7 @@ from av.video.frame import VideoFrame
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.errors import CodecError, MediaError, ObjectNotFound
+from pipeline.health import Health
 from pipeline.metrics import Registry
 from pipeline.playlist import (
     BandwidthMeter,
@@ -72,7 +73,14 @@ from pipeline.playlist import (
 from pipeline.store import ObjectStore, content_type_for
 from pipeline.timebase import CLOCK_90K
 from schemas.codec import Codec
-from topics.client import OFFSET_END, CheckedProducer, make_consumer, poll_checked
+from topics.client import (
+    OFFSET_END,
+    CheckedProducer,
+    make_consumer,
+    poll_checked,
+    start_new_partitions_at_end,
+)
+from topics.ready import wait_for_topics
 from topics.specs import CHANNELS, SEGMENTS, STREAMS, VODS
 from topics.table import TableReader
 from workers.transcode import segment_key
@@ -1198,6 +1206,7 @@ class VodWorker:
     segment_wait_s: float = 600.0
     prefetch: bool = True
     stop_event: threading.Event = field(default_factory=threading.Event)
+    health: Health = field(default_factory=lambda: Health("vod"))
 
     def __post_init__(self) -> None:
         self._codec = Codec()
@@ -1228,12 +1237,17 @@ class VodWorker:
         }
         if self.instance_id:
             extra["group.instance.id"] = self.instance_id
-        consumer = make_consumer(
-            self.bootstrap, self.group, topics=[STREAMS], on_assign=_log_assignment, **extra
+        wait_for_topics(
+            self.bootstrap, [STREAMS, VODS], group=self.group, on_wait=self.health.starting
         )
-        producer = CheckedProducer(self.bootstrap)
+        self.health.starting("reading the VOD catalog")
         catalog = TableReader(self.bootstrap, VODS, "Vod", self._codec)
         catalog.start()
+        self.health.starting(f"joining group {self.group}")
+        consumer = make_consumer(
+            self.bootstrap, self.group, topics=[STREAMS], on_assign=self._assigned, **extra
+        )
+        producer = CheckedProducer(self.bootstrap)
         self.spool.sweep(max_age_s=48 * 3600)
         if self.prefetch:
             self.prefetcher = Prefetcher(
@@ -1251,6 +1265,13 @@ class VodWorker:
                 self.prefetcher.stop()
             catalog.stop()
             consumer.close()
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # pinned at the end at once: a worker killed before its first commit leaves its
+        # successor that position, not "latest" then (StreamEnded in between would be lost)
+        start_new_partitions_at_end(consumer, partitions)
+        _log_assignment(consumer, partitions)
+        self.health.ok()
 
     def handle(
         self, msg: Message, consumer: Consumer, producer: CheckedProducer, catalog: TableReader

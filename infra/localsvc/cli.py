@@ -12,6 +12,7 @@ The commands ``infra/services``, ``infra/kafka`` and ``infra/s3`` call :func:`ma
     infra/kafka tool CLASS [ARGS]   (Kafka's own tools, e.g. TopicCommand, MetadataQuorumCommand)
     infra/kafka cluster-start [--fresh] | cluster-stop | cluster-status
     infra/kafka node-stop N [--kill] | node-start N
+    infra/kafka scratch-start DIR --port P --controller-port C | scratch-stop DIR
     infra/s3 start | stop | status | install
 
 Layout::
@@ -56,6 +57,8 @@ from .kafka import (
     kafka_wait,
     node_start,
     node_stop,
+    scratch_start,
+    scratch_stop,
 )
 from .s3 import (
     S3_ACCESS_KEY,
@@ -150,6 +153,14 @@ def _parser() -> argparse.ArgumentParser:
     stop.add_argument("--kill", action="store_true", help="SIGKILL (a crash), not SIGTERM")
     start = kafka.add_parser("node-start")
     start.add_argument("node", type=int, choices=CLUSTER_NODES)
+    scratch = kafka.add_parser(
+        "scratch-start", help="a broker of its own in DIR, formatted anew (for tests)"
+    )
+    scratch.add_argument("dir", type=Path)
+    scratch.add_argument("--port", type=int, required=True)
+    scratch.add_argument("--controller-port", type=int, required=True)
+    scratch_stop_cmd = kafka.add_parser("scratch-stop", help="stop the broker of DIR")
+    scratch_stop_cmd.add_argument("dir", type=Path)
     tool = kafka.add_parser("tool", help="run a Kafka tool class, e.g. TopicCommand --help")
     tool.add_argument("args", nargs=argparse.REMAINDER)
     kafka.add_parser("version")
@@ -194,6 +205,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             node_stop(args.node, kill=args.kill)
         elif cmd == "node-start":
             node_start(args.node)
+        elif cmd == "scratch-start":
+            scratch_start(args.dir.resolve(), args.port, args.controller_port)
+        elif cmd == "scratch-stop":
+            if not scratch_stop(args.dir.resolve()):
+                logger.info("no scratch broker runs from %s", args.dir)
         elif cmd == "tool":
             if not args.args:
                 raise InfraError("usage: infra/kafka tool CLASS [ARGS...]")

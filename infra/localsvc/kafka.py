@@ -461,6 +461,50 @@ def node_start(node_id: int) -> None:
         logger.info("cluster: live brokers %s", sorted(live))
 
 
+# ---------------------------------------------------------------- scratch brokers
+
+SCRATCH_PREFIX = "kafka-scratch-"
+
+
+def scratch_node(home: Path, port: int, controller_port: int) -> KafkaNode:
+    """A single-node broker of its own (own ports, own state in ``home``): for tests that
+    need a broker formatted a moment ago, beside the shared one on 9092."""
+    return KafkaNode(
+        name=f"{SCRATCH_PREFIX}{port}",
+        node_id=1,
+        port=port,
+        controller_port=controller_port,
+        home=home,
+        voters=f"1@{KAFKA_HOST}:{controller_port}",
+        cluster_size=1,
+        heap=os.environ.get("ONAIR_KAFKA_SCRATCH_HEAP", "512m"),
+    )
+
+
+def scratch_start(home: Path, port: int, controller_port: int) -> None:
+    """Format ``home`` anew (whatever it held is wiped) and start a broker on ``port``;
+    returns once it answers Metadata, as `make services` does: topics, the group
+    coordinator and everything else are then still to be created by its first clients."""
+    node = scratch_node(home, port, controller_port)
+    if node.proc.running_pid() is not None:
+        raise InfraError(f"{node.name}: already running from {rel(home)}; stop it first")
+    shutil.rmtree(home, ignore_errors=True)
+    _start_nodes([node], 1, home / "cluster.id", wait=True)
+
+
+def scratch_stop(home: Path) -> bool:
+    """Stop the scratch broker whose state is in ``home`` (SIGTERM, SIGKILL after a while)."""
+    config = home / "server.properties"
+    if not config.exists():
+        return False
+    props = dict(line.split("=", 1) for line in config.read_text().splitlines() if "=" in line)
+    listeners = props.get("listeners", "")
+    ports = [int(part.rsplit(":", 1)[1]) for part in listeners.split(",") if ":" in part]
+    if len(ports) != 2:
+        raise InfraError(f"{rel(config)}: cannot read the listeners ({listeners!r})")
+    return scratch_node(home, ports[0], ports[1]).proc.stop()
+
+
 def kafka_tool(args: Sequence[str]) -> int:
     """Run one of Kafka's own tool classes (``org.apache.kafka.tools.X``) on the classpath."""
     libs = install_kafka()
