@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline import cli_chat, cli_vod
+from pipeline.cli_role import instance_id, serve_role_metrics, stop_on_signals
 from pipeline.errors import OnairError
 from pipeline.settings import Settings
 
@@ -189,31 +191,6 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 # ---- roles ---------------------------------------------------------------------------------
 
 
-def _stop_on_signals(stop: Callable[[], None]) -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop())
-
-
-def _metrics(
-    settings: Settings, args: argparse.Namespace, registry: Any, health: Any = None
-) -> None:
-    """/metrics (and /healthz, given the role's `Health`) on the role's metrics port; opened
-    before the role waits for Kafka, so probes see "starting" meanwhile."""
-    port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
-    if port:
-        from pipeline.metrics_server import serve_metrics
-
-        serve_metrics(registry, settings.http_host, port, health)
-
-
-def instance_id(role: str, instance: str) -> str:
-    """Static consumer-group member id: host, role and the operator's instance number. Give
-    each process of one role on one host its own `--instance`."""
-    import socket
-
-    return f"{socket.gethostname()}-{role}-{instance}"
-
-
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -229,7 +206,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = Registry()
     health = Health("ingest")
-    _metrics(settings, args, registry, health)
+    serve_role_metrics(settings, args, registry, health)
 
     async def run() -> None:
         health.starting("reading the channels and the stream lifecycle from Kafka")
@@ -281,7 +258,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
         raise OnairError(f"no rung {args.rendition!r} in the ladder ({names})") from None
     registry = Registry()
     health = Health(f"transcode {rung.name}")
-    _metrics(settings, args, registry, health)
+    serve_role_metrics(settings, args, registry, health)
     worker = TranscodeWorker(
         settings.kafka_bootstrap,
         rung,
@@ -293,7 +270,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
         instance_id=instance_id(f"transcode-{rung.name}", args.instance),
         health=health,
     )
-    _stop_on_signals(worker.stop_event.set)
+    stop_on_signals(worker.stop_event.set)
     worker.run()
     return 0
 
@@ -306,7 +283,12 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = Registry()
     health = Health("package")
-    _metrics(settings, args, registry, health)
+    serve_role_metrics(settings, args, registry, health)
+    if args.verbose:  # faust's, mode's and aiokafka's own info logs (quiet by default)
+        for name in ("faust", "mode", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    datadir = Path(settings.state_dir) / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = packager.build_app(
         settings.kafka_bootstrap,
         open_store(settings.storage_url, **settings.s3_options()),
@@ -316,6 +298,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
         app_id=settings.group("packager"),
         registry=registry,
         health=health,
+        datadir=str(datadir),
     )
     packager.run_worker(
         app,
@@ -409,7 +392,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     ports["http"] = settings.http_port
     log_dir = Path(settings.state_dir) / "logs"
     supervisor = Supervisor(roles, log_dir)
-    _stop_on_signals(supervisor.stop)
+    stop_on_signals(supervisor.stop)
     print("onair is starting: " + ", ".join(roles))
     _print_key(settings, "demo", key, as_json=False)
     print(f"logs:         {log_dir}/")
@@ -519,20 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "http":
             role.add_argument("--port", type=int, default=None)
-    _register_extensions(sub)
+    # sub-commands of other parts, registered explicitly: a missing dependency fails loudly
+    cli_chat.register(sub, Settings.from_env)
+    cli_vod.register(sub, Settings.from_env)
     return parser
-
-
-def _register_extensions(sub: Any) -> None:
-    """Sub-commands that other parts add (chat, VOD), when present."""
-    import importlib
-
-    for module in ("pipeline.cli_chat", "pipeline.cli_vod"):
-        try:
-            extension = importlib.import_module(module)
-        except ModuleNotFoundError:
-            continue
-        extension.register(sub, Settings.from_env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
     onair vod rebuild STREAM_ID [--renditions 720p30,480p30,540p30:2000]
                                 [--output DIR|s3://bucket/prefix] [--workers N] [--vod-files]
 
-`pipeline.cli` loads this module when it exists and calls `register()`.
+`pipeline.cli` registers it (`register()`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli_role import instance_id, serve_role_metrics, stop_on_signals
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,6 @@ def register(sub: Any, settings_factory: Callable[[], Settings]) -> None:
 
 
 def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.cli import _metrics, _stop_on_signals, instance_id
     from pipeline.health import Health
     from pipeline.metrics import Registry
     from pipeline.store import open_store
@@ -94,7 +94,7 @@ def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every stack
     registry = Registry()
     health = Health("vod")
-    _metrics(settings, args, registry, health)
+    serve_role_metrics(settings, args, registry, health)
     worker = VodWorker(
         settings.kafka_bootstrap,
         open_store(settings.storage_url, **settings.s3_options()),
@@ -107,7 +107,7 @@ def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
         prefetch=not args.no_prefetch,
         health=health,
     )
-    _stop_on_signals(worker.stop_event.set)
+    stop_on_signals(worker.stop_event.set)
     worker.run()
     return 0
 

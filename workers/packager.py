@@ -195,6 +195,7 @@ def build_app(
     app_id: str = "onair-packager",
     registry: Registry | None = None,
     health: Health | None = None,
+    datadir: str = ".onair/faust",
 ) -> faust.App:
     """The faust app: one topic, two tables, one agent. Built by a factory (not at import) so
     the broker and store come from the entry point, before faust finalizes its settings.
@@ -208,6 +209,7 @@ def build_app(
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
         autodiscover=False,
         store="memory://",
+        datadir=datadir,  # under the state dir, never `<app id>-data/` in the working dir
         web_enabled=False,
         producer_acks=-1,
         topic_partitions=partitions,

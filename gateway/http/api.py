@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -12,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from pipeline.admin import admin_authorized
 from pipeline.channels import check_channel_name
 from pipeline.errors import AuthError, NotFound, OnairError
 from topics.channels import ChannelDirectory
@@ -65,9 +65,7 @@ class ChannelApi:
 
     def admin(self, handler: Handler) -> Handler:
         async def checked(request: Request) -> Response:
-            header = request.headers.get("authorization", "")
-            token = header.removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(token.encode(), self._admin_token.encode()):
+            if not admin_authorized(request.headers.get("authorization"), self._admin_token):
                 raise AuthError("admin token required")
             return await handler(request)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from gateway.http.chat_fanout import (
     partition_for,
 )
 from gateway.http.chat_history import HistoryPage, HistoryReader
+from pipeline.admin import admin_authorized
 from pipeline.chat import (
     ChatLimits,
     ChatRules,
@@ -536,14 +536,7 @@ class ChatService:
 
     def _admin(self, request: Request) -> JSONResponse | None:
         """None when the request carries the admin bearer token, else the 401 to return."""
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        ok = (
-            bool(self._admin_token)
-            and scheme.lower() == "bearer"
-            and hmac.compare_digest(given.strip().encode(), self._admin_token.encode())
-        )
-        if ok:
+        if admin_authorized(request.headers.get("authorization"), self._admin_token):
             return None
         return _http_error(
             401, "unauthorized", "admin token required", **{"WWW-Authenticate": "Bearer"}
