@@ -43,7 +43,7 @@ def configure_logging(level: str = "INFO") -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3", "uvicorn.access"):
+    for noisy in ("botocore", "urllib3", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -279,34 +279,25 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.health import Health
     from pipeline.metrics import Registry
     from pipeline.store import open_store
-    from workers import packager
+    from workers.packager import PackagerWorker
 
     registry = Registry()
     health = Health("package")
     serve_role_metrics(settings, args, registry, health)
-    if args.verbose:  # faust's, mode's and aiokafka's own info logs (quiet by default)
-        for name in ("faust", "mode", "aiokafka"):
-            logging.getLogger(name).setLevel(logging.INFO)
-    datadir = Path(settings.state_dir) / "faust"
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = packager.build_app(
+    if args.verbose:  # every event the packager takes or ignores
+        logging.getLogger("workers.packager").setLevel(logging.DEBUG)
+    worker = PackagerWorker(
         settings.kafka_bootstrap,
         open_store(settings.storage_url, **settings.s3_options()),
+        group=settings.group("packager"),
         window_size=settings.playlist_window,
         partitions=settings.partitions,
         replication=settings.replication,
-        app_id=settings.group("packager"),
         registry=registry,
         health=health,
-        datadir=str(datadir),
     )
-    packager.run_worker(
-        app,
-        settings.kafka_bootstrap,
-        loglevel="info" if args.verbose else "warn",
-        replication=settings.replication,
-        health=health,
-    )
+    stop_on_signals(worker.stop_event.set)
+    worker.run()
     return 0
 
 
@@ -483,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, help_text in [
         ("ingest", cmd_ingest, "RTMP ingest server"),
-        ("package", cmd_package, "packager (faust worker)"),
+        ("package", cmd_package, "packager: live playlists from onair.segments"),
         ("transcode", cmd_transcode, "transcode worker for one rung"),
         ("http", cmd_http, "HTTP gateway: HLS origin, player, API, chat"),
     ]:
@@ -492,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "transcode":
             role.add_argument("--rendition", required=True, help="rung name, e.g. 720p60")
         if name == "package":
-            role.add_argument("--verbose", action="store_true", help="faust's own info logs")
+            role.add_argument(
+                "--verbose", action="store_true", help="log every event taken or ignored"
+            )
         if name == "transcode":
             role.add_argument(
                 "--instance",

@@ -40,7 +40,6 @@ __all__ = [
     "Message",
     "TopicPartition",
     "make_consumer",
-    "pin_group_to_end",
     "poll_checked",
     "start_new_partitions_at_end",
 ]
@@ -88,10 +87,20 @@ class CheckedProducer:
         else:
             self.deliveries.append(_delivery(msg))
 
-    def produce(self, topic: str, key: str | bytes | None, value: bytes | None) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+    ) -> None:
+        """Queue one message; `partition` None → the default partitioner (by key)."""
+        where: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic, value=value, key=key, on_delivery=self._on_delivery, **where
+                )
                 break
             except BufferError:
                 self._producer.poll(0.1)
@@ -175,6 +184,7 @@ def make_consumer(
     topics: Iterable[str] = (),
     on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
     on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+    on_lost: Callable[[Consumer, list[TopicPartition]], None] | None = None,
     **extra: Any,
 ) -> Consumer:
     """A consumer that never commits on its own. `group=None` → a group-less reader that the
@@ -201,6 +211,8 @@ def make_consumer(
             kwargs["on_assign"] = on_assign
         if on_revoke is not None:
             kwargs["on_revoke"] = on_revoke
+        if on_lost is not None:
+            kwargs["on_lost"] = on_lost
         consumer.subscribe(topic_list, **kwargs)
     return consumer
 
@@ -217,30 +229,6 @@ def start_new_partitions_at_end(consumer: Consumer, partitions: list[TopicPartit
     if fresh:
         consumer.commit(offsets=fresh, asynchronous=False)
         logger.info("group starts %d new partitions at their end", len(fresh))
-
-
-def pin_group_to_end(bootstrap: str, group: str, topic: str, timeout: float = 10.0) -> int:
-    """Before a worker whose client we do not drive (faust) first joins `group`: commit the
-    current end of every partition of `topic` the group has never committed on, so the group
-    starts at the live edge and a successor of a worker killed before its first commit does
-    not skip what came in between. Returns how many partitions it pinned. A group that is
-    already active refuses commits from outside it; then it has positions of its own."""
-    consumer = make_consumer(bootstrap, group)
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
-        partitions = [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
-        fresh = [tp for tp in consumer.committed(partitions, timeout) if tp.offset < 0]
-        for tp in fresh:
-            tp.offset = consumer.get_watermark_offsets(tp, timeout=timeout)[1]
-        if fresh:
-            try:
-                consumer.commit(offsets=fresh, asynchronous=False)
-            except KafkaException as exc:
-                logger.info("group %s not pinned: %s", group, exc)
-                return 0
-        return len(fresh)
-    finally:
-        consumer.close()
 
 
 def poll_checked(consumer: Consumer, timeout: float) -> Message | None:

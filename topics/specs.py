@@ -39,10 +39,9 @@ def _compacted() -> dict[str, str]:
     }
 
 
-# faust's tables (the packager's state) and the changelog topic faust names for each:
-# declared here, created by `onair package` before faust starts (a changelog topic that faust
-# creates itself on a new broker is not in its metadata when the first event comes, and the
-# agent crashes with PartitionsMismatch)
+# the packager's state tables and their changelog topics (named as faust named them, when the
+# packager was a faust app, so state carries over); `onair package` creates them and waits
+# for their leaders before it consumes
 PACKAGER_TABLES = ("windows", "masters")
 
 
@@ -58,7 +57,7 @@ def packager_changelogs(app_id: str, partitions: int) -> list[TopicSpec]:
             "stream_id[/rendition]",
             partitions,
             {"cleanup.policy": "compact"},
-            f"faust changelog of the packager's {table} table",
+            f"changelog of the packager's {table} table",
         )
         for table in PACKAGER_TABLES
     ]

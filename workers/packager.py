@@ -1,9 +1,25 @@
-"""The packager: faust agents that turn `SegmentReady` events into live HLS playlists.
+"""The packager: turns `SegmentReady` events into live HLS playlists.
 
-State lives in faust tables (in memory, backed by their changelog topics), so a restarted
-packager recovers the same windows and continues the same playlists — same media sequence,
-same discontinuity count. Table keys stay in the partition of the segment's stream, so the
-tables are co-partitioned with `onair.segments` and each packager instance owns whole streams.
+One consumer group over `onair.segments` (key stream_id, so each packager owns whole
+streams). Its state — each rendition's `LiveWindow`, each stream's master variants — lives in
+two `ChangelogTable`s: dicts whose changes are produced to compacted changelog topics, to the
+partition of the event that caused them, so a packager that takes a partition over restores
+exactly the state of the streams on it and continues the same playlists (same media
+sequence, same discontinuity count).
+
+For each event, in this order: apply it to the tables in memory; write the playlists that
+changed (media first, then the master: a master never names a missing playlist); produce the
+table changes and wait for their acknowledgement; commit the event's offset. A packager killed
+anywhere in between leaves the event uncommitted and its changes unrecorded, so its successor
+applies it again and writes the same playlists: nothing lost, nothing listed twice. A failed
+write, delivery or commit ends the process (the supervisor restarts it from the committed
+offset).
+
+(This was a faust app until faust's event handling lost events: faust acks the events its
+stream skips around a rebalance, and the event whose agent raised, and commits them; a
+restarted packager then never saw them and its windows waited for ever. See the fresh-broker
+issue note. The changelog topics and their format — JSON keys and values — are the ones the
+faust tables wrote, so state carries over.)
 
 Store layout written here:
     live/<channel>/master.m3u8               master (written once every rendition has a segment)
@@ -12,15 +28,15 @@ Store layout written here:
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
-import os
+import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
-import faust
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.errors import CodecError
 from pipeline.health import Health
@@ -35,9 +51,14 @@ from pipeline.playlist import (
 from pipeline.store import ObjectStore
 from schemas.codec import Codec
 from topics.admin import ensure_topics
-from topics.client import pin_group_to_end
+from topics.client import (
+    CheckedProducer,
+    make_consumer,
+    poll_checked,
+    start_new_partitions_at_end,
+)
 from topics.ready import wait_for_topics
-from topics.specs import SEGMENTS, changelog_topic, packager_changelogs
+from topics.specs import PACKAGER_TABLES, SEGMENTS, changelog_topic, packager_changelogs
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +66,96 @@ PLAYLIST_CACHE_CONTROL = "public, max-age=1"
 M3U8 = "application/vnd.apple.mpegurl"
 
 
+class ChangelogTable(MutableMapping[str, Any]):
+    """A dict of JSON values whose changes go to a compacted changelog topic.
+
+    Writes land in memory at once and are queued; `produce_changes()` sends them to the
+    partition `partition` names (the source event's), and the caller flushes the producer
+    before it commits the event. `restore()` reads the changelog partitions of newly assigned
+    source partitions to their end; `drop()` forgets revoked ones."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.partition = 0  # the partition of the event being handled
+        self._data: dict[str, Any] = {}
+        self._partition_of: dict[str, int] = {}
+        self._changes: dict[str, tuple[int, Any]] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+        self._partition_of[key] = self.partition
+        self._changes[key] = (self.partition, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+        self._changes[key] = (self._partition_of.pop(key, self.partition), None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def discard_changes(self) -> None:
+        self._changes.clear()
+
+    def produce_changes(self, producer: CheckedProducer) -> int:
+        """Queue every change since the last call; → how many."""
+        changes, self._changes = self._changes, {}
+        for key, (partition, value) in changes.items():
+            payload = None if value is None else json.dumps(value).encode()
+            producer.produce(self.topic, json.dumps(key).encode(), payload, partition=partition)
+        return len(changes)
+
+    def restore(self, bootstrap: str, partitions: list[int], timeout_s: float = 60.0) -> int:
+        """Load the state of `partitions` from the changelog; → records read."""
+        if not partitions:
+            return 0
+        eof: dict[str, Any] = {"enable.partition.eof": True}
+        reader = make_consumer(bootstrap, None, **eof)
+        try:
+            ends: dict[int, int] = {}
+            for p in partitions:
+                ends[p] = reader.get_watermark_offsets(TopicPartition(self.topic, p), 10)[1]
+            pending = {p for p, end in ends.items() if end > 0}
+            reader.assign([TopicPartition(self.topic, p, 0) for p in sorted(pending)])
+            deadline = time.monotonic() + timeout_s
+            count = 0
+            while pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.topic}: not restored within {timeout_s:.0f} s")
+                msg = poll_checked(reader, 0.2)
+                if msg is None:
+                    continue
+                key = json.loads(msg.key() or b'""')
+                value = msg.value()
+                partition = msg.partition() or 0
+                if value is None:
+                    self._data.pop(key, None)
+                    self._partition_of.pop(key, None)
+                else:
+                    self._data[key] = json.loads(value)
+                    self._partition_of[key] = partition
+                count += 1
+                if (msg.offset() or 0) + 1 >= ends[partition]:
+                    pending.discard(partition)
+            return count
+        finally:
+            reader.close()
+
+    def drop(self, partitions: set[int]) -> None:
+        for key in [k for k, p in self._partition_of.items() if p in partitions]:
+            self._data.pop(key, None)
+            del self._partition_of[key]
+
+
 @dataclass
 class Packager:
-    """What the agent does with one event; kept apart from faust so it reads plainly."""
+    """What the packager does with one event, apart from Kafka so it reads plainly: the
+    tables are any mutable mappings (`ChangelogTable`s in the worker, dicts in tests)."""
 
     store: ObjectStore
     windows: MutableMapping[str, Any]
@@ -66,15 +174,15 @@ class Packager:
             "From ingest closing a GOP to its segment listed in a media playlist.",
         )
 
-    async def on_event(self, value: bytes | None) -> None:
+    def on_event(self, value: bytes | None) -> None:
         """Apply one SegmentReady to the tables, then write what changed: the media playlist
         first, the master after (a master never names a missing playlist)."""
         media: dict[str, str] = {}
         masters: dict[str, str] = {}
         listed: list[int] = []
         self._apply(value, media, masters, listed)
-        await asyncio.gather(*(self._put(key, text) for key, text in media.items()))
-        await asyncio.gather(*(self._put(key, text) for key, text in masters.items()))
+        for key, text in [*media.items(), *masters.items()]:
+            self._put(key, text)
         now = time.time()
         for ingest_time_ms in listed:
             self.latency.observe(max(0.0, now - ingest_time_ms / 1000))
@@ -174,133 +282,98 @@ class Packager:
         self.masters[stream_id] = state
         return text if changed else None
 
-    async def _put(self, key: str, text: str) -> None:
-        await asyncio.to_thread(
-            self.store.put,
-            key,
-            text.encode(),
-            content_type=M3U8,
-            cache_control=PLAYLIST_CACHE_CONTROL,
-        )
+    def _put(self, key: str, text: str) -> None:
+        self.store.put(key, text.encode(), content_type=M3U8, cache_control=PLAYLIST_CACHE_CONTROL)
         self.writes.inc()
 
 
-def build_app(
-    bootstrap: str,
-    store: ObjectStore,
-    *,
-    window_size: int = 6,
-    partitions: int = 6,
-    replication: int = 1,
-    app_id: str = "onair-packager",
-    registry: Registry | None = None,
-    health: Health | None = None,
-    datadir: str = ".onair/faust",
-) -> faust.App:
-    """The faust app: one topic, two tables, one agent. Built by a factory (not at import) so
-    the broker and store come from the entry point, before faust finalizes its settings.
+@dataclass
+class PackagerWorker:
+    """The packager role: consume onair.segments, keep the tables, write playlists."""
 
-    A dynamic group member (no static membership): a restarted packager rejoins through a
-    rebalance and faust's table recovery, the path faust is best tested on; static
-    membership made restarts hang now and then in the e2e kill test.
-    """
-    app = faust.App(
-        app_id,
-        broker=[f"kafka://{host}" for host in bootstrap.split(",")],
-        autodiscover=False,
-        store="memory://",
-        datadir=datadir,  # under the state dir, never `<app id>-data/` in the working dir
-        web_enabled=False,
-        producer_acks=-1,
-        topic_partitions=partitions,
-        topic_replication_factor=replication,
-        broker_commit_every=1,
-        broker_session_timeout=10.0,
-        # a new group starts at the live edge; run_worker pins it there before it joins
-        consumer_auto_offset_reset="latest",
-        broker_heartbeat_interval=1.0,
-        broker_commit_interval=0.5,
-        table_cleanup_interval=60.0,
-    )
-    segments = app.topic(
-        SEGMENTS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    # "<stream>/<rendition>" → LiveWindow; "<stream>" → variants and bandwidth meters
-    windows, masters = app.Table("windows"), app.Table("masters")
-    for table in (windows, masters):
-        # run_worker creates these topics before faust starts: the names must agree
-        assert table.changelog_topic.get_topic_name() == changelog_topic(app_id, table.name)
-    packager = Packager(
-        store,
-        windows=windows,
-        masters=masters,
-        window_size=window_size,
-        registry=registry or Registry(),
-    )
+    bootstrap: str
+    store: ObjectStore
+    group: str = "onair-packager"
+    window_size: int = 6
+    partitions: int = 6
+    replication: int = 1
+    registry: Registry = field(default_factory=Registry)
+    health: Health = field(default_factory=lambda: Health("package"))
+    stop_event: threading.Event = field(default_factory=threading.Event)
 
-    if health is not None:
+    def __post_init__(self) -> None:
+        self.windows = ChangelogTable(changelog_topic(self.group, PACKAGER_TABLES[0]))
+        self.masters = ChangelogTable(changelog_topic(self.group, PACKAGER_TABLES[1]))
+        self.tables = (self.windows, self.masters)
+        self.packager = Packager(
+            self.store,
+            windows=self.windows,
+            masters=self.masters,
+            window_size=self.window_size,
+            registry=self.registry,
+        )
 
-        async def consuming(sender: Any, *args: Any, **kwargs: Any) -> None:
-            # partitions assigned and the tables recovered from their changelogs
-            del sender, args, kwargs
-            health.ok()
+    def run(self) -> None:
+        """Consume until `stop_event`. Store, delivery and commit failures raise: the process
+        exits and its successor resumes from the last committed offset."""
+        self.health.starting("creating the changelog topics")
+        changelogs = packager_changelogs(self.group, self.partitions)
+        ensure_topics(self.bootstrap, changelogs, self.replication)
+        wait_for_topics(
+            self.bootstrap,
+            [SEGMENTS, *(c.name for c in changelogs)],
+            group=self.group,
+            on_wait=self.health.starting,
+        )
+        self.health.starting(f"joining group {self.group}")
+        consumer = make_consumer(
+            self.bootstrap,
+            self.group,
+            topics=[SEGMENTS],
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._revoked,
+        )
+        producer = CheckedProducer(self.bootstrap)
+        logger.info("packager: consuming %s", SEGMENTS)
+        try:
+            while not self.stop_event.is_set():
+                msg = poll_checked(consumer, 0.2)
+                if msg is not None:
+                    self.handle(msg, consumer, producer)
+        finally:
+            consumer.close()
 
-        app.on_rebalance_complete.connect(consuming)  # type: ignore[arg-type]
+    def handle(self, msg: Message, consumer: Consumer, producer: CheckedProducer) -> None:
+        partition = msg.partition() or 0
+        for table in self.tables:
+            table.partition = partition
+        try:
+            self.packager.on_event(msg.value())
+        except BaseException:
+            for table in self.tables:  # unrecorded: the successor applies the event again
+                table.discard_changes()
+            raise
+        if sum(table.produce_changes(producer) for table in self.tables):
+            producer.flush()
+        consumer.commit(message=msg, asynchronous=False)
 
-    @app.agent(segments)
-    async def package(stream: Any) -> None:
-        # one event at a time: faust acks what take()/take_events() buffer before the batch
-        # is processed, so a packager killed mid-batch would lose events (seen in the e2e
-        # kill test); one event at a time is acked only after its playlists are written
-        async for value in stream:
-            try:
-                await packager.on_event(value)
-            except Exception as exc:
-                _exit_unacked(exc, health)
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # a new group starts at the live edge, pinned at once (see start_new_partitions_at_end)
+        start_new_partitions_at_end(consumer, partitions)
+        numbers = sorted(tp.partition for tp in partitions)
+        restored = sum(table.restore(self.bootstrap, numbers) for table in self.tables)
+        if numbers:
+            logger.info(
+                "packager: assigned %s partitions %s; %d table records restored",
+                SEGMENTS,
+                numbers,
+                restored,
+            )
+        self.health.ok()
 
-    return app
-
-
-def _exit_unacked(exc: Exception, health: Health | None) -> NoReturn:
-    """An event failed (the store refused a write, say): end the process at once. faust acks
-    an event whose agent raised (its stream's `finally`) and would commit it with the next
-    batch, losing it; a process that exits here has not acked it, so the restarted packager
-    takes it again from the committed offset."""
-    logger.critical("packager: an event failed (%s); exiting unacked", exc, exc_info=exc)
-    if health is not None:
-        health.failed(f"an event failed: {exc}")
-    logging.shutdown()
-    os._exit(70)  # EX_SOFTWARE; the supervisor restarts the role
-
-
-def run_worker(
-    app: faust.App,
-    bootstrap: str,
-    loglevel: str = "warn",
-    *,
-    replication: int = 1,
-    health: Health | None = None,
-) -> None:
-    """Run the faust worker in this process until SIGINT/SIGTERM.
-
-    Before faust starts, everything it needs is made ready on the broker: the changelog
-    topics created and led (faust creating them itself on a new broker crashed the agent
-    with PartitionsMismatch on the first event, losing events), onair.segments led, the
-    group coordinator answering; then the group is pinned at the live edge."""
-    from faust.worker import Worker
-
-    app_id = app.conf.id
-    on_wait = health.starting if health is not None else None
-    changelogs = packager_changelogs(app_id, app.conf.topic_partitions)
-    if on_wait is not None:
-        on_wait("creating the changelog topics")
-    ensure_topics(bootstrap, changelogs, replication)
-    wait_for_topics(
-        bootstrap, [SEGMENTS, *(c.name for c in changelogs)], group=app_id, on_wait=on_wait
-    )
-    if on_wait is not None:
-        on_wait("joining the group and recovering the tables")
-    pin_group_to_end(bootstrap, app_id, SEGMENTS)
-    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.spinner = None  # no terminal animation in log files
-    worker.execute_from_commandline()
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        del consumer
+        gone = {tp.partition for tp in partitions}
+        for table in self.tables:
+            table.drop(gone)

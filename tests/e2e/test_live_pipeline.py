@@ -2,8 +2,8 @@
 on the real Kafka and S3, viewers fetch HLS from the origin and ffprobe decodes what they got.
 
 One 30 s 720p30 stream (tone, 2 s keyframe interval) is published once for the module; while
-it runs, the 480p30 transcode worker is killed with SIGKILL and the packager stopped with
-SIGTERM, and each is restarted. The tests then check what a viewer depends on.
+it runs, the 480p30 transcode worker and the packager are killed with SIGKILL, and each is
+restarted. The tests then check what a viewer depends on.
 """
 
 from __future__ import annotations
@@ -93,10 +93,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
                 platform.start("transcode-480p30", "transcode", "--rendition", "480p30")
                 killed["transcode"] = True
             if elapsed > 16 and not killed["package"]:
-                # SIGTERM, not SIGKILL: a faust worker killed outright hangs now and then
-                # when it restarts (about 1 in 4 here, see the issue note); a stopped one
-                # recovers its tables from the changelog every time
-                platform.terminate("package")
+                platform.kill("package")
                 platform.start("package", "package", "--verbose")
                 killed["package"] = True
                 platform.wait_ready("packager")
