@@ -43,6 +43,7 @@ from pathlib import Path
 
 from bench.machine import describe
 from pipeline.channels import new_stream_id
+from pipeline.keys import segment_key
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 from pipeline.store import ObjectStore, open_store
 from schemas.codec import Codec
@@ -53,7 +54,7 @@ from topics.client import CheckedProducer
 from topics.specs import GOPS, SEGMENTS, STREAMS, VODS
 from topics.table import TableReader
 from workers.rebuild import StoreSpec, rebuild
-from workers.transcode import SEGMENT_CACHE_CONTROL, segment_key
+from workers.transcode import SEGMENT_CACHE_CONTROL
 
 CACHE = ROOT / ".cache" / "bench-vod"
 BOOTSTRAP = os.environ.get("ONAIR_KAFKA_BOOTSTRAP", "localhost:9092")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fastavro
+from fastavro.schema import fingerprint as avro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from pipeline.errors import CorruptPayloadError, UnknownSchemaError
@@ -29,28 +29,16 @@ MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
 SCHEMA_DIR = Path(__file__).parent
 
-_EMPTY = 0xC15D213AA4D7A795
-
-
-def _table() -> list[int]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_EMPTY & -(fp & 1))
-        table.append(fp)
-    return table
-
-
-_FP_TABLE = _table()
-
 
 def crc64_avro(data: bytes) -> int:
-    """The Rabin fingerprint the Avro spec calls CRC-64-AVRO."""
-    fp = _EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _FP_TABLE[(fp ^ byte) & 0xFF]
-    return fp
+    """The Rabin fingerprint the Avro spec calls CRC-64-AVRO (fastavro's), as an integer."""
+    return int.from_bytes(_fingerprint(data.decode()), "little")
+
+
+def _fingerprint(canonical: str) -> bytes:
+    """The 8 bytes of the single-object header: CRC-64-AVRO of the canonical form, little
+    endian (fastavro's hex spells the bytes in that order)."""
+    return bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +53,7 @@ class Schema:
         raw = json.loads(schema_json) if isinstance(schema_json, str) else dict(schema_json)
         parsed = fastavro.parse_schema(raw, _write_hint=False)
         canonical = to_parsing_canonical_form(parsed)
-        fingerprint = struct.pack("<Q", crc64_avro(canonical.encode()))
+        fingerprint = _fingerprint(canonical)
         name = raw["name"] if "." in raw["name"] else f"{raw.get('namespace', '')}.{raw['name']}"
         return cls(name.lstrip("."), parsed, canonical, fingerprint)
 

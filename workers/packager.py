@@ -40,6 +40,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.errors import CodecError
 from pipeline.health import Health
+from pipeline.keys import live_master_key, live_media_key, live_segment_uri
 from pipeline.metrics import Registry
 from pipeline.playlist import (
     BandwidthMeter,
@@ -212,7 +213,7 @@ class Packager:
                 SegmentEntry(
                     sequence=record["sequence"],
                     duration_90k=record["duration_90k"],
-                    uri=f"{stream_id}/{record['sequence']:06d}.ts",
+                    uri=live_segment_uri(stream_id, record["sequence"]),
                     discontinuity=record["discontinuity"],
                     program_date_time_ms=record["program_date_time_ms"],
                     size_bytes=record["size_bytes"],
@@ -231,12 +232,12 @@ class Packager:
         self.windows[key] = window.to_dict()
         if window.ended:
             logger.info("packager: %s ended with %d segments listed", key, len(window.segments))
-        media[f"live/{channel}/{rendition}/index.m3u8"] = window.render()
+        media[live_media_key(channel, rendition)] = window.render()
         if not record["end_of_stream"]:
             listed.append(record["ingest_time_ms"])
             text = self._update_master(record)
             if text:
-                masters[f"live/{channel}/master.m3u8"] = text
+                masters[live_master_key(channel)] = text
 
     def _update_master(self, record: dict[str, Any]) -> str | None:
         """Fold the segment into its stream's variants; → the master text when it changed."""

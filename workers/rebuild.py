@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from confluent_kafka import KafkaException, TopicPartition
-from confluent_kafka.admin._config import ConfigResource
-from confluent_kafka.admin._resource import ResourceType
+from confluent_kafka.admin import ConfigResource, ResourceType
 
 from pipeline.errors import NotFound, OnairError
 from pipeline.ladder import Ladder, Rendition

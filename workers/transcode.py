@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.errors import CodecError, MediaError
 from pipeline.health import Health
+from pipeline.keys import segment_key
 from pipeline.ladder import Ladder, Rendition
 from pipeline.metrics import Registry
 from pipeline.store import ObjectStore
@@ -41,10 +42,6 @@ SEGMENT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 # a GOP whose last part has not come this long after its first (its ingest died) is dropped,
 # so it stops holding back the partition's committed offset
 OPEN_GOP_MAX_AGE_S = 120.0
-
-
-def segment_key(stream_id: str, rendition: str, sequence: int) -> str:
-    return f"streams/{stream_id}/{rendition}/{sequence:06d}.ts"
 
 
 def group_role(rung: Rendition) -> str:

@@ -62,6 +62,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from pipeline.errors import CodecError, MediaError, ObjectNotFound
 from pipeline.health import Health
+from pipeline.keys import segment_key, vod_key
 from pipeline.metrics import Registry
 from pipeline.playlist import (
     BandwidthMeter,
@@ -83,7 +84,6 @@ from topics.client import (
 from topics.ready import wait_for_topics
 from topics.specs import CHANNELS, SEGMENTS, STREAMS, VODS
 from topics.table import TableReader
-from workers.transcode import segment_key
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,6 @@ POSTER_MAX_WIDTH = 1280
 JPEG_MAX_SIDE = 65_000  # JPEG's limit is 65535 pixels a side
 FFMPEG = "ffmpeg"
 _MS_90K = CLOCK_90K // 1000
-
-
-def vod_key(stream_id: str, name: str) -> str:
-    return f"vod/{stream_id}/{name}"
 
 
 # ---- the timeline: aligned segments, runs, media time ------------------------------------

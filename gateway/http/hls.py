@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.http.cache import ObjectCache
+from pipeline import keys
 from pipeline.errors import ObjectNotFound, StoreError
 from pipeline.store import StoredObject, check_key, content_type_for
 
@@ -60,13 +61,13 @@ def _valid(pattern: re.Pattern[str], value: str | None) -> bool:
 
 def live_master_key(p: Mapping[str, str]) -> str | None:
     if _valid(CHANNEL, p.get("channel")):
-        return f"live/{p['channel']}/master.m3u8"
+        return keys.live_master_key(p["channel"])
     return None
 
 
 def live_media_key(p: Mapping[str, str]) -> str | None:
     if _valid(CHANNEL, p.get("channel")) and _valid(RENDITION, p.get("rendition")):
-        return f"live/{p['channel']}/{p['rendition']}/index.m3u8"
+        return keys.live_media_key(p["channel"], p["rendition"])
     return None
 
 
@@ -77,19 +78,19 @@ def live_segment_key(p: Mapping[str, str]) -> str | None:
         and _valid(STREAM_ID, p.get("stream_id"))
         and _valid(SEQ, p.get("seq"))
     ):
-        return f"streams/{p['stream_id']}/{p['rendition']}/{p['seq']}.ts"
+        return keys.segment_key(p["stream_id"], p["rendition"], p["seq"])
     return None
 
 
 def vod_master_key(p: Mapping[str, str]) -> str | None:
     if _valid(STREAM_ID, p.get("stream_id")):
-        return f"vod/{p['stream_id']}/master.m3u8"
+        return keys.vod_master_key(p["stream_id"])
     return None
 
 
 def vod_media_key(p: Mapping[str, str]) -> str | None:
     if _valid(STREAM_ID, p.get("stream_id")) and _valid(RENDITION, p.get("rendition")):
-        return f"vod/{p['stream_id']}/{p['rendition']}/index.m3u8"
+        return keys.vod_media_key(p["stream_id"], p["rendition"])
     return None
 
 
@@ -99,13 +100,13 @@ def vod_segment_key(p: Mapping[str, str]) -> str | None:
         and _valid(RENDITION, p.get("rendition"))
         and _valid(SEQ, p.get("seq"))
     ):
-        return f"streams/{p['stream_id']}/{p['rendition']}/{p['seq']}.ts"
+        return keys.segment_key(p["stream_id"], p["rendition"], p["seq"])
     return None
 
 
 def vod_file_key(p: Mapping[str, str]) -> str | None:
     if _valid(STREAM_ID, p.get("stream_id")) and _valid(VOD_FILE, p.get("file")):
-        return f"vod/{p['stream_id']}/{p['file']}"
+        return keys.vod_key(p["stream_id"], p["file"])
     return None
 
 

@@ -24,8 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from gateway.http.api_vod import VodApi
 from gateway.http.app import create_app

@@ -52,8 +52,7 @@ def test_ensure_topics_creates_once_and_reconciles_config(
     assert ensure_topics(kafka_bootstrap, [_spec(topic)]) == []
     ensure_topics(kafka_bootstrap, [_spec(topic, **{"retention.ms": "7200000"})])
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    from confluent_kafka.admin._config import ConfigResource
-    from confluent_kafka.admin._resource import ResourceType
+    from confluent_kafka.admin import ConfigResource, ResourceType
 
     resource = ConfigResource(ResourceType.TOPIC, topic)
     config = admin.describe_configs([resource])[resource].result()
