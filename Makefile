@@ -62,7 +62,7 @@ stop:
 	@infra/services down
 
 up: venv system node services
-	@if [ -f pipeline/cli.py ]; then \
+	@if [ -f onair/cli.py ]; then \
 		$(VENV)/bin/onair up; \
 	else \
 		echo "Kafka (localhost:9092) and S3 (http://127.0.0.1:9000, bucket onair) are running;"; \

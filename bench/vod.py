@@ -341,7 +341,7 @@ def main() -> None:
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "topics"],
+        [sys.executable, "-m", "onair.cli", "topics"],
         cwd=ROOT,
         check=False,
         capture_output=True,

@@ -1,6 +1,6 @@
 """Run onair's roles as real processes for e2e tests and benchmarks.
 
-Each role is `python -m pipeline.cli <role>` with its own log file, against the real Kafka and
+Each role is `python -m onair.cli <role>` with its own log file, against the real Kafka and
 S3 that `make test` started. A harness gets its own state dir, store prefix and ports, so
 harnesses never see each other's playlists.
 """
@@ -76,7 +76,7 @@ class Platform:
 
     def cli(self, *args: str, timeout_s: float = 60.0) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *args],
+            [sys.executable, "-m", "onair.cli", *args],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
@@ -103,7 +103,7 @@ class Platform:
             self.health_urls[name] = self.url("/healthz")
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *args],
+            [sys.executable, "-m", "onair.cli", *args],
             env={**self.env, **env},
             cwd=ROOT,
             stdout=log,

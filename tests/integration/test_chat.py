@@ -295,7 +295,7 @@ async def test_moderation_on_one_server_applies_on_the_other(
             "ONAIR_KAFKA_BOOTSTRAP": a.bootstrap,
             "ONAIR_STATE_DIR": str(tmp_path),
         }
-        cli = [sys.executable, "-m", "pipeline.cli", "mod", "unban", channel, "mallory"]
+        cli = [sys.executable, "-m", "onair.cli", "mod", "unban", channel, "mallory"]
         done = await asyncio.to_thread(
             subprocess.run, cli, env=env, cwd=ROOT, capture_output=True, timeout=60
         )

@@ -87,7 +87,7 @@ def test_issue_refuses_empty_secret_and_bad_ttl() -> None:
 def test_cli_user_token_prints_a_verifiable_token(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipeline.cli import main
+    from onair.cli import main
 
     monkeypatch.setenv("ONAIR_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("ONAIR_TOKEN_SECRET", "cli-secret")

@@ -1,6 +1,6 @@
 """What every role's sub-command does alike: signals, /metrics + /healthz, member ids.
 
-Shared by `pipeline.cli` and the sub-command modules it registers (`cli_vod`, `cli_chat`), so
+Shared by `onair.cli` and the sub-command modules it registers (`cli_vod`, `cli_chat`), so
 none of them imports another's internals.
 """
 

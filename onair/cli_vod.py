@@ -4,7 +4,7 @@
     onair vod rebuild STREAM_ID [--renditions 720p30,480p30,540p30:2000]
                                 [--output DIR|s3://bucket/prefix] [--workers N] [--vod-files]
 
-`pipeline.cli` registers it (`register()`).
+`onair.cli` registers it (`register()`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli_role import instance_id, serve_role_metrics, stop_on_signals
+from onair.cli_role import instance_id, serve_role_metrics, stop_on_signals
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)

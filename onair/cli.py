@@ -9,7 +9,9 @@
     onair ingest | package | http          one role in this process
     onair transcode --rendition 720p60     one rung's transcode worker
 
-Roles import their dependencies lazily, so `pipeline` stays free of Kafka and media imports.
+This is the top floor: it may import every role; nothing below imports it (see
+tests/unit/test_layers.py). Each role's command imports its role when it runs, so `onair
+channel list` does not load PyAV.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import cli_chat, cli_vod
-from pipeline.cli_role import instance_id, serve_role_metrics, stop_on_signals
+from onair import cli_chat, cli_vod
+from onair.cli_role import instance_id, serve_role_metrics, stop_on_signals
 from pipeline.errors import OnairError
 from pipeline.settings import Settings
 
@@ -335,7 +337,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name.replace(' ', '-')}.log", "ab")  # noqa: SIM115
         self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *self.roles[name]],
+            [sys.executable, "-m", "onair.cli", *self.roles[name]],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
