@@ -36,7 +36,14 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from pipeline.errors import CodecError
 from pipeline.health import Health
@@ -122,14 +129,21 @@ class ChangelogTable(MutableMapping[str, Any]):
             for p in partitions:
                 ends[p] = reader.get_watermark_offsets(TopicPartition(self.topic, p), 10)[1]
             pending = {p for p, end in ends.items() if end > 0}
-            reader.assign([TopicPartition(self.topic, p, 0) for p in sorted(pending)])
+            reader.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in pending])
             deadline = time.monotonic() + timeout_s
             count = 0
             while pending:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.topic}: not restored within {timeout_s:.0f} s")
-                msg = poll_checked(reader, 0.2)
+                msg = reader.poll(0.2)
                 if msg is None:
+                    continue
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(error)
+                    # the end, even when compaction removed the record just before it
+                    pending.discard(msg.partition() or 0)
                     continue
                 key = json.loads(msg.key() or b'""')
                 value = msg.value()
