@@ -42,10 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.machine import describe
+from objectstore import open_store
 from pipeline.channels import new_stream_id
 from pipeline.keys import segment_key
 from pipeline.ladder import DEFAULT_LADDER, Ladder
-from pipeline.store import ObjectStore, open_store
+from pipeline.store import ObjectStore
 from schemas.codec import Codec
 from schemas.records import end_of_stream_record, gop_to_record
 from tests.harness import ROOT, Platform

@@ -248,9 +248,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
+    from objectstore import open_store
     from pipeline.health import Health
     from pipeline.metrics import Registry
-    from pipeline.store import open_store
     from workers.transcode import TranscodeWorker
 
     try:
@@ -278,9 +278,9 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
+    from objectstore import open_store
     from pipeline.health import Health
     from pipeline.metrics import Registry
-    from pipeline.store import open_store
     from workers.packager import PackagerWorker
 
     registry = Registry()

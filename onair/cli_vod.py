@@ -86,9 +86,9 @@ def register(sub: Any, settings_factory: Callable[[], Settings]) -> None:
 
 
 def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
+    from objectstore import open_store
     from pipeline.health import Health
     from pipeline.metrics import Registry
-    from pipeline.store import open_store
     from workers.vod import VodWorker
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every stack

@@ -1,10 +1,12 @@
 """The object store: where segments and playlists live.
 
-Two implementations pass one contract suite (`tests/*/test_store_contract.py`):
-`LocalStore` (a directory, the embedded default) and `S3Store` (boto3, any S3-compatible
-server). Keys are `/`-separated relative paths such as `streams/<stream_id>/720p30/000001.ts`.
-Writes are atomic: a reader sees the whole old object or the whole new one, never a part.
-Both are synchronous; async callers run them in a thread.
+The interface (`ObjectStore`), key checks, and `LocalStore` (a directory, the embedded
+default); `objectstore.s3.S3Store` (boto3, any S3-compatible server) is the other
+implementation, and `objectstore.open_store(url)` picks one. Both pass one contract suite
+(`tests/store_contract.py`). Keys are `/`-separated relative paths such as
+`streams/<stream_id>/720p30/000001.ts`. Writes are atomic: a reader sees the whole old
+object or the whole new one, never a part. Both are synchronous; async callers run them in a
+thread.
 """
 
 from __future__ import annotations
@@ -113,22 +115,15 @@ class LocalStore:
                 if not name.endswith(self._META) and not name.startswith(".tmp-"):
                     yield Path(dirpath) / name
 
+    def put_file(self, key: str, path: Path, *, content_type: str, cache_control: str) -> None:
+        """Write a large local file (read once; a directory store has no parts to stream)."""
+        self.put(key, path.read_bytes(), content_type=content_type, cache_control=cache_control)
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         for victim in (path, path.with_name(path.name + self._META)):
             with contextlib.suppress(FileNotFoundError):
                 victim.unlink()
-
-
-def open_store(url: str, **s3_options: str) -> ObjectStore:
-    """`file:///abs/dir` or a bare path → LocalStore; `s3://bucket[/prefix]` → S3Store."""
-    if url.startswith("s3://"):
-        from pipeline.s3store import S3Store
-
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        store: ObjectStore = S3Store(bucket, prefix=prefix, **s3_options)
-        return store
-    return LocalStore(url.removeprefix("file://"))
 
 
 CONTENT_TYPES = {

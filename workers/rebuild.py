@@ -38,9 +38,10 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import ConfigResource, ResourceType
 
+from objectstore import open_store
 from pipeline.errors import NotFound, OnairError
 from pipeline.ladder import Ladder, Rendition
-from pipeline.store import ObjectStore, StoredObject, open_store
+from pipeline.store import ObjectStore, StoredObject
 from schemas.codec import Codec
 from schemas.records import PartAssembler
 from topics.admin import admin_client

@@ -924,47 +924,17 @@ def collect_segments(
 
 # ---- building a VOD -------------------------------------------------------------------------
 
-MULTIPART_PART_BYTES = 16 * 1024 * 1024
-
 
 def put_file(
     store: ObjectStore, key: str, path: Path, *, content_type: str, cache_control: str
 ) -> None:
-    """Write a large local file (an MP4 of hours of video) to the store.
-
-    A store with `put_file()` streams it; S3 gets a multipart upload with parts in parallel
-    (one PUT of hundreds of MB is refused by some servers, and slower everywhere); any other
-    store gets the bytes."""
+    """Write a large local file (an MP4 of hours of video) to the store: through the store's
+    own `put_file()` (S3: a multipart upload with parts in parallel), else as bytes."""
     upload = getattr(store, "put_file", None)
     if upload is not None:
         upload(key, path, content_type=content_type, cache_control=cache_control)
         return
-    from pipeline.s3store import S3Store
-
-    if not isinstance(store, S3Store) or path.stat().st_size <= MULTIPART_PART_BYTES:
-        store.put(key, path.read_bytes(), content_type=content_type, cache_control=cache_control)
-        return
-    from boto3.exceptions import Boto3Error
-    from boto3.s3.transfer import TransferConfig
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from pipeline.errors import StoreError
-
-    config = TransferConfig(
-        multipart_threshold=MULTIPART_PART_BYTES,
-        multipart_chunksize=MULTIPART_PART_BYTES,
-        max_concurrency=4,
-    )
-    try:  # S3Store has no file upload of its own yet: use its client
-        store._s3.upload_file(
-            str(path),
-            store.bucket,
-            store._key(key),
-            ExtraArgs={"ContentType": content_type, "CacheControl": cache_control},
-            Config=config,
-        )
-    except (Boto3Error, BotoCoreError, ClientError) as exc:
-        raise StoreError(f"put {key}: {exc}") from exc
+    store.put(key, path.read_bytes(), content_type=content_type, cache_control=cache_control)
 
 
 def _ordered(

@@ -13,9 +13,9 @@ from gateway.http.api import ChannelApi
 from gateway.http.api_vod import VodApi
 from gateway.http.app import create_app
 from gateway.http.chat import ChatService
+from objectstore import open_store
 from pipeline.metrics import Registry
 from pipeline.settings import Settings
-from pipeline.store import open_store
 from schemas.codec import Codec
 from topics.channels import ChannelDirectory
 from topics.client import AsyncProducer

@@ -28,9 +28,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from gateway.http.api_vod import VodApi
 from gateway.http.app import create_app
+from objectstore import open_store
 from pipeline.channels import new_stream_id
 from pipeline.ladder import Ladder
-from pipeline.store import LocalStore, open_store
+from pipeline.store import LocalStore
 from schemas.codec import Codec
 from schemas.records import end_of_stream_record
 from tests.harness import Platform, parse_master_playlist, parse_media_playlist, wait_port

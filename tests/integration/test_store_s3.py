@@ -5,8 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.s3store import S3Store
-from pipeline.store import open_store
+from objectstore import open_store
+from objectstore.s3 import S3Store
 from tests.conftest import S3Config
 from tests.store_contract import *  # noqa: F403  (the shared contract suite)
 

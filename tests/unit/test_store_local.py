@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import LocalStore, open_store
+from objectstore import open_store
+from pipeline.store import LocalStore
 from tests.store_contract import *  # noqa: F403  (the shared contract suite)
 
 

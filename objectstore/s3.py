@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -15,6 +18,9 @@ from pipeline.store import StoredObject, check_key
 logger = logging.getLogger(__name__)
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+# files above this go up as a multipart upload in parts of this size, four at a time (one PUT
+# of hundreds of MB is refused by some servers, and slower everywhere)
+MULTIPART_PART_BYTES = 16 * 1024 * 1024
 
 
 class S3Store:
@@ -58,6 +64,24 @@ class S3Store:
                 CacheControl=cache_control,
             )
         except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"put {key}: {exc}") from exc
+
+    def put_file(self, key: str, path: Path, *, content_type: str, cache_control: str) -> None:
+        """Write a large local file; multipart above `MULTIPART_PART_BYTES`."""
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_PART_BYTES,
+            multipart_chunksize=MULTIPART_PART_BYTES,
+            max_concurrency=4,
+        )
+        try:
+            self._s3.upload_file(
+                str(path),
+                self.bucket,
+                self._key(key),
+                ExtraArgs={"ContentType": content_type, "CacheControl": cache_control},
+                Config=config,
+            )
+        except (Boto3Error, BotoCoreError, ClientError) as exc:
             raise StoreError(f"put {key}: {exc}") from exc
 
     def get(self, key: str) -> StoredObject:
