@@ -13,7 +13,7 @@ import secrets
 
 from pipeline.errors import OnairError
 
-CHANNEL_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
+CHANNEL_NAME = re.compile(r"[a-z0-9_]{1,32}")
 KEY_PREFIX = "live_"
 
 
@@ -22,7 +22,7 @@ class InvalidChannelName(OnairError):
 
 
 def check_channel_name(name: str) -> str:
-    if not CHANNEL_NAME.match(name):
+    if not CHANNEL_NAME.fullmatch(name):  # not match + `$`: `$` also matches before "\n"
         raise InvalidChannelName(
             f"channel name {name[:40]!r} must be 1-32 of lowercase letters, digits, underscore"
         )

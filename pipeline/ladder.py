@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
 
-_RUNG = re.compile(r"^(?P<height>\d{2,4})p(?P<fps>\d{2,3})(?::(?P<kbps>\d+))?$")
+_RUNG = re.compile(r"(?P<height>\d{2,4})p(?P<fps>\d{2,3})(?::(?P<kbps>\d+))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Ladder:
         """`"1080p60:6000,720p60:4500"` (kbps) → a ladder, highest first."""
         rungs: list[Rendition] = []
         for part in (p.strip() for p in spec.split(",")):
-            match = _RUNG.match(part)
+            match = _RUNG.fullmatch(part)
             if not match or not match["kbps"]:
                 raise ConfigError(variable, f"rung {part!r} is not HEIGHTpFPS:KBPS (720p60:4500)")
             kbps = int(match["kbps"])

@@ -22,12 +22,12 @@ from typing import Protocol
 
 from pipeline.errors import ObjectNotFound, StoreError
 
-_KEY = re.compile(r"^(?!/)(?!.*//)[A-Za-z0-9._\-/]{1,512}$")
+_KEY = re.compile(r"(?!/)(?!.*//)[A-Za-z0-9._\-/]{1,512}")
 
 
 def check_key(key: str) -> str:
     """Refuse keys that could escape the store or are not plain relative paths."""
-    if not _KEY.match(key) or any(part in ("", ".", "..") for part in key.split("/")):
+    if not _KEY.fullmatch(key) or any(part in ("", ".", "..") for part in key.split("/")):
         raise StoreError(f"invalid object key {key!r}")
     return key
 
