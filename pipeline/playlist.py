@@ -103,8 +103,8 @@ def render_master_playlist(variants: Sequence[Variant]) -> str:
 class LiveWindow:
     """One rendition's live playlist state: a window of the newest `size` segments.
 
-    Plain data (`to_dict`/`from_dict`) so it can live in a faust table and a restarted packager
-    continues the same playlist.
+    Plain data (`to_dict`/`from_dict`) so it can live in a changelog table and a restarted
+    packager continues the same playlist.
     """
 
     size: int

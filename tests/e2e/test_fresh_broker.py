@@ -2,8 +2,8 @@
 
 Each test starts a single-node KRaft broker of its own (`infra/kafka scratch-start`, own ports,
 storage formatted anew) and runs the roles against it at once: no topic has a leader yet, the
-group coordinator's `__consumer_offsets` does not exist, faust's changelog topics are still to
-be made. The roles must wait for what they need (saying so on `/healthz`), never crash, and
+group coordinator's `__consumer_offsets` does not exist, the packager's changelog topics are
+still to be made. The roles must wait for what they need (saying so on `/healthz`), never crash, and
 package the first stream completely.
 """
 
