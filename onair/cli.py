@@ -405,18 +405,18 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 READY_WAIT_S = 180.0
 
 
-def role_health(url: str) -> tuple[bool, str]:
-    """→ (ready, what /healthz said) for one role; not answering counts as starting."""
+def health_status(url: str) -> tuple[int, str]:
+    """→ (HTTP status, body) of a role's /healthz; (0, why) while it does not answer."""
     import urllib.error
     import urllib.request
 
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200, response.read().decode(errors="replace").strip()
+            return response.status, response.read().decode(errors="replace").strip()
     except urllib.error.HTTPError as exc:
-        return False, exc.read().decode(errors="replace").strip()
+        return exc.code, exc.read().decode(errors="replace").strip()
     except OSError as exc:
-        return False, f"starting: not answering yet ({exc})"
+        return 0, f"starting: not answering yet ({exc})"
 
 
 def report_ready(
@@ -429,14 +429,13 @@ def report_ready(
     said = 0.0
     while pending and not stopping.wait(0.5):
         for name, url in list(pending.items()):
-            ready, _ = role_health(url)
-            if ready:
+            if health_status(url)[0] == 200:
                 del pending[name]
         elapsed = time.monotonic() - started
         if pending and elapsed > timeout_s and elapsed - said > 30:
             said = elapsed
             for name, url in pending.items():
-                print(f"onair: {name} not ready after {elapsed:.0f} s: {role_health(url)[1]}")
+                print(f"onair: {name} not ready after {elapsed:.0f} s: {health_status(url)[1]}")
             sys.stdout.flush()
     if pending:
         return False

@@ -28,10 +28,6 @@ class Health:
         self._detail = "starting up"
         self._since = time.monotonic()
 
-    @property
-    def state(self) -> str:
-        return self._state
-
     def starting(self, detail: str) -> None:
         """Still starting, now waiting for `detail` (no effect once ok or failed)."""
         with self._lock:

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -94,7 +93,6 @@ class Platform:
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """Start a role; its /healthz (the worker roles' metrics port, or the HTTP gateway's)
         is kept for `wait_healthy`."""
-        args = tuple(args)
         if args and args[0] in HEALTH_ROLES and "--metrics-port" not in args:
             port = free_port()
             args = (*args, "--metrics-port", str(port))
@@ -140,27 +138,21 @@ class Platform:
             time.sleep(0.3)
 
     def health(self, name: str) -> tuple[int, str]:
-        """(status, body) of the role's /healthz; (0, reason) while it does not answer."""
-        try:
-            with urllib.request.urlopen(self.health_urls[name], timeout=2) as response:
-                return response.status, response.read().decode(errors="replace")
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
-        except OSError as exc:
-            return 0, str(exc)
+        """(status, body) of the role's /healthz; (0, why) while it does not answer."""
+        from onair.cli import health_status
 
-    def wait_healthy(self, *names: str, timeout_s: float = 120.0) -> dict[str, list[str]]:
-        """Wait until each role's /healthz answers 200, as a probe would; → every distinct
-        answer each role gave on the way. A role that exits meanwhile fails at once."""
-        seen: dict[str, list[str]] = {name: [] for name in names or self.health_urls}
+        return health_status(self.health_urls[name])
+
+    def wait_healthy(self, *names: str, timeout_s: float = 120.0) -> None:
+        """Wait until each role's /healthz answers 200, as a probe would. A role that exits
+        meanwhile fails at once."""
+        last: dict[str, str] = {}
         deadline = time.monotonic() + timeout_s
-        pending = set(seen)
+        pending = set(names or self.health_urls)
         while pending:
             for name in sorted(pending):
                 status, body = self.health(name)
-                answer = f"{status} {body.strip()}"
-                if not seen[name] or seen[name][-1] != answer:
-                    seen[name].append(answer)
+                last[name] = f"{status} {body}"
                 if status == 200:
                     pending.discard(name)
                 elif self.procs[name].poll() is not None:
@@ -169,10 +161,9 @@ class Platform:
                         + self.log_tail(name)
                     )
             if pending and time.monotonic() > deadline:
-                states = {name: seen[name][-1] for name in sorted(pending)}
+                states = {name: last[name] for name in sorted(pending)}
                 raise TimeoutError(f"roles not healthy after {timeout_s}s: {states}")
             time.sleep(0.2)
-        return seen
 
     def terminate(self, name: str) -> None:
         """SIGTERM: the role stops as an operator's restart or a deploy stops it."""

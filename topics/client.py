@@ -39,6 +39,7 @@ __all__ = [
     "DeliveryError",
     "Message",
     "TopicPartition",
+    "consume",
     "make_consumer",
     "poll_checked",
     "start_new_partitions_at_end",
@@ -229,6 +230,16 @@ def start_new_partitions_at_end(consumer: Consumer, partitions: list[TopicPartit
     if fresh:
         consumer.commit(offsets=fresh, asynchronous=False)
         logger.info("group starts %d new partitions at their end", len(fresh))
+
+
+def consume(consumer: Consumer, stop: threading.Event, handle: Callable[[Message], None]) -> None:
+    """Hand every message to `handle` until `stop` is set. A poll error or whatever `handle`
+    raises ends the loop: the role exits and its successor resumes from the committed offset.
+    Closing the consumer stays with the caller."""
+    while not stop.is_set():
+        msg = poll_checked(consumer, 0.2)
+        if msg is not None:
+            handle(msg)
 
 
 def poll_checked(consumer: Consumer, timeout: float) -> Message | None:

@@ -61,8 +61,8 @@ from schemas.codec import Codec
 from topics.admin import ensure_topics
 from topics.client import (
     CheckedProducer,
+    consume,
     make_consumer,
-    poll_checked,
     start_new_partitions_at_end,
 )
 from topics.ready import wait_for_topics
@@ -352,10 +352,7 @@ class PackagerWorker:
         producer = CheckedProducer(self.bootstrap)
         logger.info("packager: consuming %s", SEGMENTS)
         try:
-            while not self.stop_event.is_set():
-                msg = poll_checked(consumer, 0.2)
-                if msg is not None:
-                    self.handle(msg, consumer, producer)
+            consume(consumer, self.stop_event, lambda msg: self.handle(msg, consumer, producer))
         finally:
             consumer.close()
 

@@ -28,8 +28,8 @@ from schemas.codec import Codec
 from schemas.records import gop_from_record
 from topics.client import (
     CheckedProducer,
+    consume,
     make_consumer,
-    poll_checked,
     start_new_partitions_at_end,
 )
 from topics.ready import wait_for_topics
@@ -108,10 +108,7 @@ class TranscodeWorker:
         producer = CheckedProducer(self.bootstrap)
         logger.info("transcode %s: consuming %s", self.rung.name, self.topic)
         try:
-            while not self.stop_event.is_set():
-                msg = poll_checked(consumer, 0.2)
-                if msg is not None:
-                    self.handle(msg, consumer, producer)
+            consume(consumer, self.stop_event, lambda msg: self.handle(msg, consumer, producer))
         finally:
             consumer.close()
 

@@ -77,6 +77,7 @@ from schemas.codec import Codec
 from topics.client import (
     OFFSET_END,
     CheckedProducer,
+    consume,
     make_consumer,
     poll_checked,
     start_new_partitions_at_end,
@@ -1222,10 +1223,11 @@ class VodWorker:
             self.prefetcher.start()
         logger.info("vod: consuming %s", STREAMS)
         try:
-            while not self.stop_event.is_set():
-                msg = poll_checked(consumer, 0.2)
-                if msg is not None:
-                    self.handle(msg, consumer, producer, catalog)
+            consume(
+                consumer,
+                self.stop_event,
+                lambda msg: self.handle(msg, consumer, producer, catalog),
+            )
         finally:
             if self.prefetcher is not None:
                 self.prefetcher.stop()
