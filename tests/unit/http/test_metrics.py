@@ -1,15 +1,15 @@
-"""pipeline.metrics renders valid Prometheus text; the app counts what it serves."""
+"""pipeline.metrics (on prometheus_client) renders valid Prometheus text under the names we
+declare, with process metrics; the app counts what it serves."""
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 
 import httpx
 import pytest
 
-from pipeline.metrics import CONTENT_TYPE, Registry, format_value
+from pipeline.metrics import CONTENT_TYPE, Registry
 from tests.unit.http.conftest import CountingStore, put_segment
 
 _COMMENT = re.compile(r"^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$")
@@ -69,7 +69,7 @@ def test_counter_gauge_histogram_render() -> None:
     assert samples[("t_size", frozenset())] == 7
     bucket = "t_latency_seconds_bucket"
     assert samples[(bucket, frozenset({("route", "/a"), ("le", "0.1")}))] == 2
-    assert samples[(bucket, frozenset({("route", "/a"), ("le", "1")}))] == 3
+    assert samples[(bucket, frozenset({("route", "/a"), ("le", "1.0")}))] == 3
     assert samples[(bucket, frozenset({("route", "/a"), ("le", "+Inf")}))] == 4
     assert samples[("t_latency_seconds_count", frozenset({("route", "/a")}))] == 4
     assert samples[("t_latency_seconds_sum", frozenset({("route", "/a")}))] == pytest.approx(3.65)
@@ -79,8 +79,8 @@ def test_counter_gauge_histogram_render() -> None:
 def test_label_values_are_escaped() -> None:
     registry = Registry()
     registry.counter("t_total", "T.", ("path",)).labels('a"b\\c\nd').inc()
-    line = registry.render().splitlines()[-1]
-    assert line == 't_total{path="a\\"b\\\\c\\nd"} 1'
+    lines = [line for line in registry.render().splitlines() if line.startswith("t_total")]
+    assert lines == ['t_total{path="a\\"b\\\\c\\nd"} 1.0']
     parse(registry.render())
 
 
@@ -97,16 +97,18 @@ def test_same_declaration_twice_is_one_metric() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda r: r.counter("1bad", "x"), "invalid metric name"),
-        (lambda r: r.counter("t", "x", ("le",)), "invalid label name"),
-        (lambda r: r.counter("t", "x", ("__x",)), "invalid label name"),
-        (lambda r: r.counter("t", "x", ("a",)).inc(), "use .labels"),
-        (lambda r: r.counter("t", "x", ("a",)).labels("1", "2"), "takes 1 label"),
-        (lambda r: r.counter("t", "x").inc(-1), "only goes up"),
+        (lambda r: r.counter("1bad_total", "x"), "invalid metric name"),
+        (lambda r: r.counter("t", "x"), "ends in _total"),
+        (lambda r: r.counter("t_total", "x", ("le",)), "invalid label name"),
+        (lambda r: r.counter("t_total", "x", ("__x",)), "invalid label name"),
+        (lambda r: r.counter("t_total", "x", ("a",)).inc(), "missing label values"),
+        (lambda r: r.counter("t_total", "x", ("a",)).labels("1", "2"), "Incorrect label count"),
+        (lambda r: r.counter("t_total", "x").inc(-1), "non-negative"),
         (lambda r: r.histogram("t", "x", buckets=()), "buckets"),
     ],
     ids=[
         "name",
+        "counter-suffix",
         "le-label",
         "reserved-label",
         "missing-labels",
@@ -121,13 +123,29 @@ def test_misuse_is_refused(call: object, message: str) -> None:
         call(Registry())
 
 
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [(1.0, "1"), (0.25, "0.25"), (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN")],
-    ids=["integral", "fraction", "inf", "minus-inf", "nan"],
-)
-def test_format_value(value: float, text: str) -> None:
-    assert format_value(value) == text
+def test_names_are_the_declared_ones_and_process_metrics_come_along() -> None:
+    """No `_created` series beside ours (the names dashboards read stay as they were), and
+    the library's process and GC metrics are there for free."""
+    registry = Registry()
+    registry.counter("t_total", "T.").inc()
+    registry.histogram("t_seconds", "T.").observe(0.2)
+    samples = parse(registry.render())
+    names = {name for name, _ in samples}
+    assert {"t_total", "t_seconds_count", "t_seconds_sum"} <= names
+    assert not {name for name in names if name.endswith("_created")}
+    assert "process_cpu_seconds_total" in names
+    assert "python_gc_collections_total" in names
+
+
+def test_value_reads_a_series() -> None:
+    registry = Registry()
+    counter = registry.counter("t_total", "T.", ("a",))
+    counter.labels("x").inc(3)
+    gauge = registry.gauge("t_level", "T.")
+    gauge.set(4)
+    assert counter.labels("x").value == 3
+    assert counter.labels("y").value == 0
+    assert gauge.value == 4
 
 
 def test_counting_is_thread_safe() -> None:
