@@ -13,7 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.errors import ObjectNotFound, StoreError
-from pipeline.store import StoredObject, check_key
+from pipeline.store import ObjectInfo, StoredObject, check_key, check_range
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,41 @@ class S3Store:
             response.get("CacheControl", ""),
             str(response.get("ETag", "")).strip('"'),
         )
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            response = self._s3.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                raise ObjectNotFound(key) from None
+            raise StoreError(f"head {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"head {key}: {exc}") from exc
+        return ObjectInfo(
+            key,
+            int(response.get("ContentLength", 0)),
+            response.get("ContentType", "application/octet-stream"),
+            response.get("CacheControl", ""),
+            str(response.get("ETag", "")).strip('"'),
+        )
+
+    def get_range(self, key: str, first: int, last: int) -> bytes:
+        """Bytes `first..last` (inclusive) in one ranged GET; StoreError when `first` is past
+        the end (S3's InvalidRange)."""
+        check_range(key, first, last)
+        try:
+            response = self._s3.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={first}-{last}"
+            )
+            body: bytes = response["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in _MISSING:
+                raise ObjectNotFound(key) from None
+            raise StoreError(f"get {key} bytes {first}-{last}: {code}") from exc
+        except BotoCoreError as exc:
+            raise StoreError(f"get {key} bytes {first}-{last}: {exc}") from exc
+        return body
 
     def exists(self, key: str) -> bool:
         try:

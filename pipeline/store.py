@@ -5,8 +5,9 @@ default); `objectstore.s3.S3Store` (boto3, any S3-compatible server) is the othe
 implementation, and `objectstore.open_store(url)` picks one. Both pass one contract suite
 (`tests/store_contract.py`). Keys are `/`-separated relative paths such as
 `streams/<stream_id>/720p30/000001.ts`. Writes are atomic: a reader sees the whole old
-object or the whole new one, never a part. Both are synchronous; async callers run them in a
-thread.
+object or the whole new one, never a part. Large objects (a VOD's MP4) are read in ranges:
+`head()` gives the size and ETag, `get_range()` the bytes of one inclusive span. Both stores
+are synchronous; async callers run them in a thread.
 """
 
 from __future__ import annotations
@@ -41,12 +42,32 @@ class StoredObject:
     etag: str
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """An object's metadata without its body (`head()`)."""
+
+    key: str
+    size: int
+    content_type: str
+    cache_control: str
+    etag: str
+
+
 class ObjectStore(Protocol):
     def put(self, key: str, body: bytes, *, content_type: str, cache_control: str) -> None: ...
+    def put_file(self, key: str, path: Path, *, content_type: str, cache_control: str) -> None: ...
     def get(self, key: str) -> StoredObject: ...
+    def head(self, key: str) -> ObjectInfo: ...
+    def get_range(self, key: str, first: int, last: int) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
+
+
+def check_range(key: str, first: int, last: int) -> None:
+    """`first..last` inclusive, as HTTP ranges count; `last` past the end reads to the end."""
+    if first < 0 or last < first:
+        raise StoreError(f"invalid byte range {first}-{last} of {key!r}")
 
 
 def _etag(body: bytes) -> str:
@@ -97,6 +118,23 @@ class LocalStore:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
         return StoredObject(key, body, meta[0], meta[1], _etag(body))
+
+    def head(self, key: str) -> ObjectInfo:
+        got = self.get(key)  # the ETag is the body's MD5, as S3 gives for a single PUT
+        return ObjectInfo(key, len(got.body), got.content_type, got.cache_control, got.etag)
+
+    def get_range(self, key: str, first: int, last: int) -> bytes:
+        """Bytes `first..last` (inclusive); StoreError when `first` is past the end."""
+        check_range(key, first, last)
+        try:
+            with self._path(key).open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if first >= size:
+                    raise StoreError(f"range {first}-{last} outside {key!r} ({size} bytes)")
+                handle.seek(first)
+                return handle.read(min(last, size - 1) - first + 1)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(key) from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -90,3 +90,27 @@ def test_readers_never_see_a_partial_object(store: ObjectStore) -> None:
         reader.join()
     assert seen
     assert all(body in bodies for body in seen)
+
+
+def test_head_and_ranged_reads(store: ObjectStore) -> None:
+    body = bytes(range(256)) * 40
+    store.put("vod/s1/s1.mp4", body, content_type="video/mp4", cache_control="max-age=300")
+    info = store.head("vod/s1/s1.mp4")
+    whole = store.get("vod/s1/s1.mp4")
+    assert (info.size, info.content_type, info.cache_control) == (
+        len(body),
+        "video/mp4",
+        "max-age=300",
+    )
+    assert info.etag == whole.etag
+    assert store.get_range("vod/s1/s1.mp4", 0, 0) == body[:1]
+    assert store.get_range("vod/s1/s1.mp4", 100, 5099) == body[100:5100]
+    assert store.get_range("vod/s1/s1.mp4", len(body) - 3, len(body) + 100) == body[-3:]
+    with pytest.raises(StoreError):
+        store.get_range("vod/s1/s1.mp4", len(body), len(body) + 10)
+    with pytest.raises(StoreError):
+        store.get_range("vod/s1/s1.mp4", 10, 9)
+    with pytest.raises(ObjectNotFound):
+        store.head("vod/s1/none.mp4")
+    with pytest.raises(ObjectNotFound):
+        store.get_range("vod/s1/none.mp4", 0, 10)

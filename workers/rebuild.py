@@ -41,7 +41,7 @@ from confluent_kafka.admin import ConfigResource, ResourceType
 from objectstore import open_store
 from pipeline.errors import NotFound, OnairError
 from pipeline.ladder import Ladder, Rendition
-from pipeline.store import ObjectStore, StoredObject
+from pipeline.store import ObjectInfo, ObjectStore, StoredObject
 from schemas.codec import Codec
 from schemas.records import PartAssembler
 from topics.admin import admin_client
@@ -99,6 +99,13 @@ class PrefixedStore:
     def get(self, key: str) -> StoredObject:
         found = self.inner.get(self.prefix + key)
         return StoredObject(key, found.body, found.content_type, found.cache_control, found.etag)
+
+    def head(self, key: str) -> ObjectInfo:
+        found = self.inner.head(self.prefix + key)
+        return ObjectInfo(key, found.size, found.content_type, found.cache_control, found.etag)
+
+    def get_range(self, key: str, first: int, last: int) -> bytes:
+        return self.inner.get_range(self.prefix + key, first, last)
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(self.prefix + key)
