@@ -55,7 +55,7 @@ from topics.client import CheckedProducer
 from topics.specs import GOPS, SEGMENTS, STREAMS, VODS
 from topics.table import TableReader
 from workers.rebuild import StoreSpec, rebuild
-from workers.transcode import SEGMENT_CACHE_CONTROL
+from workers.transcode.core import SEGMENT_CACHE_CONTROL
 
 CACHE = ROOT / ".cache" / "bench-vod"
 BOOTSTRAP = os.environ.get("ONAIR_KAFKA_BOOTSTRAP", "localhost:9092")

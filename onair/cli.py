@@ -251,7 +251,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
     from objectstore import open_store
     from pipeline.health import Health
     from pipeline.metrics import Registry
-    from workers.transcode import TranscodeWorker
+    from workers.transcode.worker import TranscodeWorker
 
     try:
         rung = settings.ladder.get(args.rendition)

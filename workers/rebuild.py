@@ -4,15 +4,16 @@
                   ──StreamEnded   (gops_last_offset)───────────────────┤
                                                                        ▼
     onair.ingest.gops[partition][first..last] ──▶ process pool ──▶ streams/<sid>/<r>/<seq>.ts
-       (the stream's chunks, read once)           one TranscodeWorker      + SegmentReady-like
-                                                  per rung per process     results
+       (the stream's chunks, read once)           one LadderTranscoder     + SegmentReady-like
+                                                  per process              results
                                                                        ▼
                                           VodBuilder ──▶ vod/<sid>/master.m3u8, <r>/index.m3u8
                                                          (+ MP4s, poster, thumbnails: --vod-files)
 
-Each chunk goes through `TranscodeWorker.process()`, the live transcode path itself, so GOP N
-becomes segment N with the GOP's duration: the same boundaries and durations as live. The
-ladder is whatever the caller asks for (a rung that was not live is fine, upscaling is not).
+Each chunk goes through `LadderTranscoder.process()` (workers/transcode/core.py): per rung,
+`RungTranscoder.process()`, the live transcode path itself, so GOP N becomes segment N with
+the GOP's duration: the same boundaries and durations as live. The ladder is whatever the
+caller asks for (a rung that was not live is fine, upscaling is not).
 Chunks are spread over worker processes, which is what makes a rebuild faster than real time.
 
 The output is a store in the platform's layout (`streams/...` + `vod/...`), so an onair
@@ -47,7 +48,7 @@ from schemas.records import PartAssembler
 from topics.admin import admin_client
 from topics.client import make_consumer, poll_checked
 from topics.specs import GOPS, STREAMS
-from workers.transcode import TranscodeWorker
+from workers.transcode.core import LadderTranscoder
 from workers.vod import (
     SegmentSet,
     StreamHistory,
@@ -236,16 +237,14 @@ def _init_process(spec: StoreSpec, rungs: Sequence[tuple[int, int, int]], preset
     store = spec.open()
     ladder = Ladder(tuple(Rendition(*r) for r in rungs))
     _STATE["codec"] = Codec()
-    _STATE["workers"] = [
-        TranscodeWorker("", rung, ladder, store, preset=preset) for rung in ladder.rungs
-    ]
+    _STATE["transcoder"] = LadderTranscoder(ladder, store, preset=preset)
 
 
 def _transcode(value: bytes) -> list[dict[str, Any]]:
     """One chunk through every rung (runs in a worker process)."""
     record = _STATE["codec"].expect("GopChunk", value)
-    events = [worker.process(record) for worker in _STATE["workers"]]
-    return [e for e in events if e is not None]
+    transcoder: LadderTranscoder = _STATE["transcoder"]
+    return transcoder.process(record)
 
 
 # ---- progress ----------------------------------------------------------------------------------
