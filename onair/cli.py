@@ -281,7 +281,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
     from objectstore import open_store
     from pipeline.health import Health
     from pipeline.metrics import Registry
-    from workers.packager import PackagerWorker
+    from workers.packager.worker import PackagerWorker
 
     registry = Registry()
     health = Health("package")
