@@ -89,7 +89,7 @@ def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
     from objectstore import open_store
     from pipeline.health import Health
     from pipeline.metrics import Registry
-    from workers.vod import VodWorker
+    from workers.vod.worker import VodWorker
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every stack
     registry = Registry()

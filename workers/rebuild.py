@@ -49,16 +49,10 @@ from topics.admin import admin_client
 from topics.client import make_consumer, poll_checked
 from topics.specs import GOPS, STREAMS
 from workers.transcode.core import LadderTranscoder
-from workers.vod import (
-    SegmentSet,
-    StreamHistory,
-    Timeline,
-    VodBuilder,
-    channel_info_at,
-    chapters_for,
-    put_file,
-    read_stream_history,
-)
+from workers.vod.builder import VodBuilder, put_file
+from workers.vod.chapters import chapters_for
+from workers.vod.history import StreamHistory, channel_info_at, read_stream_history
+from workers.vod.timeline import SegmentSet, Timeline
 
 logger = logging.getLogger(__name__)
 

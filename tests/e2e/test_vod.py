@@ -40,7 +40,7 @@ from topics.client import CheckedProducer
 from topics.specs import STREAMS, VODS
 from topics.table import TableReader
 from workers.rebuild import ReplayExpired, StoreSpec, rebuild
-from workers.vod import put_file
+from workers.vod.builder import put_file
 
 pytestmark = pytest.mark.e2e
 

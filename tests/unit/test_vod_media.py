@@ -21,15 +21,11 @@ from schemas.records import end_of_stream_record, gop_to_record
 from tests.harness import parse_media_playlist
 from tests.mediafixtures import cached_flv, ffprobe, gops_from_flv
 from workers.transcode.core import RungTranscoder
-from workers.vod import (
-    TS_PACKET,
-    SegmentSet,
-    SegmentSpool,
-    StreamHistory,
-    VodBuilder,
-    remux_stream,
-    splice_ts,
-)
+from workers.vod.builder import VodBuilder
+from workers.vod.history import StreamHistory
+from workers.vod.media import TS_PACKET, remux_stream, splice_ts
+from workers.vod.spool import SegmentSpool
+from workers.vod.timeline import SegmentSet
 
 SID = "demo-20260101T000000Z-abcd"
 LADDER = Ladder.parse("360p30:800,160p30:300")

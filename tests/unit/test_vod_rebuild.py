@@ -22,7 +22,7 @@ from workers.rebuild import (
     replay_range,
     resolve_rungs,
 )
-from workers.vod import StreamHistory
+from workers.vod.history import StreamHistory
 
 LADDER = Ladder.parse(DEFAULT_LADDER)
 
