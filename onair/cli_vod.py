@@ -113,7 +113,9 @@ def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.rebuild import ProgressBar, StoreSpec, rebuild
+    from workers.rebuild.output import StoreSpec
+    from workers.rebuild.progress import ProgressBar
+    from workers.rebuild.replay import rebuild
 
     options = tuple(sorted(settings.s3_options().items()))
     if args.output:
