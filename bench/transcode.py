@@ -36,7 +36,7 @@ from bench.machine import describe
 from pipeline.gop import Gop
 from pipeline.ladder import DEFAULT_LADDER, Ladder, Rendition
 from tests.mediafixtures import gops_from_flv, make_flv
-from workers.encoder import PIX_FMT, SCALER, GopTranscoder
+from workers.transcode.encoder import PIX_FMT, SCALER, GopTranscoder
 
 logger = logging.getLogger(__name__)
 

@@ -54,8 +54,9 @@ from tests.mediafixtures import cached_flv, gops_from_flv
 from topics.client import CheckedProducer
 from topics.specs import GOPS, SEGMENTS, STREAMS, VODS
 from topics.table import TableReader
-from workers.rebuild import StoreSpec, rebuild
-from workers.transcode import SEGMENT_CACHE_CONTROL
+from workers.rebuild.output import StoreSpec
+from workers.rebuild.replay import rebuild
+from workers.transcode.core import SEGMENT_CACHE_CONTROL
 
 CACHE = ROOT / ".cache" / "bench-vod"
 BOOTSTRAP = os.environ.get("ONAIR_KAFKA_BOOTSTRAP", "localhost:9092")

@@ -251,7 +251,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
     from objectstore import open_store
     from pipeline.health import Health
     from pipeline.metrics import Registry
-    from workers.transcode import TranscodeWorker
+    from workers.transcode.worker import TranscodeWorker
 
     try:
         rung = settings.ladder.get(args.rendition)
@@ -281,7 +281,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
     from objectstore import open_store
     from pipeline.health import Health
     from pipeline.metrics import Registry
-    from workers.packager import PackagerWorker
+    from workers.packager.worker import PackagerWorker
 
     registry = Registry()
     health = Health("package")

@@ -89,7 +89,7 @@ def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
     from objectstore import open_store
     from pipeline.health import Health
     from pipeline.metrics import Registry
-    from workers.vod import VodWorker
+    from workers.vod.worker import VodWorker
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every stack
     registry = Registry()
@@ -113,7 +113,9 @@ def cmd_vod(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.rebuild import ProgressBar, StoreSpec, rebuild
+    from workers.rebuild.output import StoreSpec
+    from workers.rebuild.progress import ProgressBar
+    from workers.rebuild.replay import rebuild
 
     options = tuple(sorted(settings.s3_options().items()))
     if args.output:

@@ -39,8 +39,10 @@ from tests.mediafixtures import ffprobe
 from topics.client import CheckedProducer
 from topics.specs import STREAMS, VODS
 from topics.table import TableReader
-from workers.rebuild import ReplayExpired, StoreSpec, rebuild
-from workers.vod import put_file
+from workers.rebuild.output import StoreSpec
+from workers.rebuild.plan import ReplayExpired
+from workers.rebuild.replay import rebuild
+from workers.vod.builder import put_file
 
 pytestmark = pytest.mark.e2e
 

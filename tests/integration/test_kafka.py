@@ -19,7 +19,7 @@ from tests.unit.test_codec import SAMPLES
 from topics.admin import ensure_topics, group_lag
 from topics.client import CheckedProducer, make_consumer, poll_checked
 from topics.specs import GOPS, SEGMENTS, TopicSpec, all_topics
-from workers.transcode import TranscodeWorker
+from workers.transcode.worker import TranscodeWorker
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from pipeline.gop import Gop
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 from pipeline.media import MediaUnit, Track
 from tests.mediafixtures import cached_flv, gops_from_flv, probe_frames, probe_streams
-from workers.encoder import (
+from workers.transcode.encoder import (
     EncodedSegment,
     GopTranscoder,
     audio_object_type,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from workers.packager import ChangelogTable
+from workers.packager.table import ChangelogTable
 
 
 class RecordingProducer:

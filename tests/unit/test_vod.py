@@ -7,19 +7,11 @@ from typing import Any
 import pytest
 
 from pipeline.errors import MediaError
-from workers.vod import (
-    Chapter,
-    SegmentSet,
-    ThumbnailGrid,
-    Timeline,
-    chapters_for,
-    chapters_vtt,
-    daterange_lines,
-    stream_id_parts,
-    vod_master_playlist,
-    vod_media_playlist,
-    vtt_time,
-)
+from workers.vod.chapters import Chapter, chapters_for, chapters_vtt, vtt_time
+from workers.vod.history import stream_id_parts
+from workers.vod.playlists import daterange_lines, vod_master_playlist, vod_media_playlist
+from workers.vod.thumbnails import ThumbnailGrid
+from workers.vod.timeline import SegmentSet, Timeline
 
 SID = "demo-20260101T000000Z-abcd"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -1,5 +1,5 @@
 """The VOD builder on real media, without services: ffmpeg test patterns go through the real
-transcode path (`TranscodeWorker.process`) into a local store, as two publishes of one stream
+transcode path (`RungTranscoder.process`) into a local store, as two publishes of one stream
 (a reconnect: timestamps start over, the first GOP after it is a discontinuity); the builder
 then writes playlists, MP4s, poster and thumbnails, checked with ffprobe and PyAV."""
 
@@ -20,16 +20,12 @@ from schemas.codec import Codec
 from schemas.records import end_of_stream_record, gop_to_record
 from tests.harness import parse_media_playlist
 from tests.mediafixtures import cached_flv, ffprobe, gops_from_flv
-from workers.transcode import TranscodeWorker
-from workers.vod import (
-    TS_PACKET,
-    SegmentSet,
-    SegmentSpool,
-    StreamHistory,
-    VodBuilder,
-    remux_stream,
-    splice_ts,
-)
+from workers.transcode.core import RungTranscoder
+from workers.vod.builder import VodBuilder
+from workers.vod.history import StreamHistory
+from workers.vod.media import TS_PACKET, remux_stream, splice_ts
+from workers.vod.spool import SegmentSpool
+from workers.vod.timeline import SegmentSet
 
 SID = "demo-20260101T000000Z-abcd"
 LADDER = Ladder.parse("360p30:800,160p30:300")
@@ -54,9 +50,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, SegmentS
     store = LocalStore(media / "store")
     found = SegmentSet(SID)
     for rung in LADDER.rungs:
-        worker = TranscodeWorker("unused:9092", rung, LADDER, store)
+        transcoder = RungTranscoder(rung, LADDER, store)
         for record in records:
-            event = worker.process(record)
+            event = transcoder.process(record)
             assert event is not None
             found.add(event)
     return store, found

@@ -11,18 +11,17 @@ import pytest
 from pipeline.errors import NotFound
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 from pipeline.store import LocalStore
-from workers.rebuild import (
-    PrefixedStore,
-    ProgressBar,
+from workers.rebuild.output import PrefixedStore, StoreSpec
+from workers.rebuild.plan import (
     RebuildError,
     ReplayExpired,
     ReplayRange,
-    StoreSpec,
     check_retention,
     replay_range,
     resolve_rungs,
 )
-from workers.vod import StreamHistory
+from workers.rebuild.progress import ProgressBar
+from workers.vod.history import StreamHistory
 
 LADDER = Ladder.parse(DEFAULT_LADDER)
 

@@ -1,57 +1,39 @@
-"""The transcode worker: one consumer group per rendition over `onair.ingest.gops`.
+"""The transcode core, without Kafka: GopChunk records (whole GOPs or their parts) in, each
+rung's segment written to the store and its `SegmentReady` record out.
 
-For each GOP chunk: decode + scale + encode it into one MPEG-TS segment (workers/encoder.py),
-write the segment object under its deterministic name, produce `SegmentReady`, and only then
-commit the chunk's offset. A worker killed at any moment leaves either an uncommitted chunk
-(its successor redoes it: same object name, same sequence — the packager ignores the repeat)
-or a committed one whose outputs are durable. Nothing is lost and no playlist lists a segment
-twice.
+`RungTranscoder` is one rung (what one live transcode worker does per record);
+`LadderTranscoder` runs a record through every rung of a ladder (what a rebuild does)::
+
+    transcoder = LadderTranscoder(ladder, store)
+    events = transcoder.process(record)  # one SegmentReady record per rung that applies
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
-
-from pipeline.errors import CodecError, MediaError
-from pipeline.health import Health
+from pipeline.errors import MediaError
 from pipeline.keys import segment_key
 from pipeline.ladder import Ladder, Rendition
 from pipeline.metrics import Registry
 from pipeline.store import ObjectStore
-from schemas.codec import Codec
 from schemas.records import gop_from_record
-from topics.client import (
-    CheckedProducer,
-    consume,
-    make_consumer,
-    start_new_partitions_at_end,
-)
-from topics.ready import wait_for_topics
-from topics.specs import GOPS, SEGMENTS
-from workers.encoder import EncodedSegment, GopEncoding, GopTranscoder
+from workers.transcode.encoder import EncodedSegment, GopEncoding, GopTranscoder
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_CACHE_CONTROL = "public, max-age=31536000, immutable"
-# a GOP whose last part has not come this long after its first (its ingest died) is dropped,
-# so it stops holding back the partition's committed offset
-OPEN_GOP_MAX_AGE_S = 120.0
-
-
-def group_role(rung: Rendition) -> str:
-    """The role part of the rung's consumer group (`Settings.group()` adds the prefix)."""
-    return f"transcode.{rung.name}"
 
 
 @dataclass
-class TranscodeWorker:
-    bootstrap: str
+class RungTranscoder:
+    """One rung: each GopChunk record → the SegmentReady record of the segment it completes
+    (the segment already in the store), or None. Keeps the GOPs still arriving in parts, one
+    per stream, each with the (partition, offset) of its first part. Not thread-safe."""
+
     rung: Rendition
     ladder: Ladder
     store: ObjectStore
@@ -60,16 +42,9 @@ class TranscodeWorker:
     # (zerolatency sliced threads add no delay); the smaller rungs fill the other core
     threads: int | None = None
     registry: Registry = field(default_factory=Registry)
-    group: str = "onair.transcode"  # the consumer group; one per rung
-    topic: str = GOPS
-    instance_id: str | None = None  # static group membership: a restart takes over at once
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    health: Health = field(default_factory=lambda: Health("transcode"))
 
     def __post_init__(self) -> None:
-        self._codec = Codec()
         self._open: dict[str, _OpenGop] = {}  # GOPs arriving in parts, by stream
-        self._committed: dict[int, int] = {}
         threads = self.threads or (2 if self.rung.height >= 720 else 1)
         self._transcoder = GopTranscoder(self.rung, preset=self.preset, threads=threads)
         m, rung, by_rung = self.registry, self.rung.name, ("rendition",)
@@ -85,76 +60,6 @@ class TranscodeWorker:
         self.encode_seconds = m.histogram(
             "onair_transcode_seconds", "GOP decode+encode time.", by_rung
         ).labels(rung)
-
-    def run(self) -> None:
-        """Consume until `stop_event` is set. Delivery or commit failures raise: the process
-        exits and its successor resumes from the last committed offset."""
-        config: dict[str, Any] = {}
-        if self.instance_id:
-            config["group.instance.id"] = self.instance_id
-        wait_for_topics(
-            self.bootstrap, [self.topic, SEGMENTS], group=self.group, on_wait=self.health.starting
-        )
-        self.health.starting(f"joining group {self.group}")
-        # a new group starts at the live edge, not at the start of the replay window
-        consumer = make_consumer(
-            self.bootstrap,
-            self.group,
-            topics=[self.topic],
-            on_assign=self._assigned,
-            on_revoke=self._revoked,
-            **config,
-        )
-        producer = CheckedProducer(self.bootstrap)
-        logger.info("transcode %s: consuming %s", self.rung.name, self.topic)
-        try:
-            consume(consumer, self.stop_event, lambda msg: self.handle(msg, consumer, producer))
-        finally:
-            consumer.close()
-
-    def handle(self, msg: Message, consumer: Consumer, producer: CheckedProducer) -> None:
-        try:
-            record = self._codec.expect("GopChunk", msg.value())
-        except CodecError as exc:
-            self.bad.inc()
-            logger.warning(
-                "transcode %s: skipped chunk at offset %s: %s", self.rung.name, msg.offset(), exc
-            )
-            self._commit(consumer, msg)
-            return
-        event = self.process(record, position=(msg.partition() or 0, msg.offset() or 0))
-        if event is not None:
-            producer.send(SEGMENTS, record["stream_id"], self._codec.encode("SegmentReady", event))
-        self._commit(consumer, msg)
-
-    def _commit(self, consumer: Consumer, msg: Message) -> None:
-        """Commit past `msg`, but never past the first part of a GOP still being received
-        on that partition: a successor must start that GOP again from its first part."""
-        partition = msg.partition() or 0
-        stale = time.monotonic() - OPEN_GOP_MAX_AGE_S
-        for stream_id in [k for k, g in self._open.items() if g.opened_at < stale]:
-            logger.warning("transcode %s: stream %s GOP never completed; dropped",
-                           self.rung.name, stream_id)  # fmt: skip
-            del self._open[stream_id]
-        starts = [g.first_offset for g in self._open.values() if g.partition == partition]
-        offset = min(starts) if starts else (msg.offset() or 0) + 1
-        if offset > self._committed.get(partition, -1):
-            tp = TopicPartition(msg.topic() or self.topic, partition, offset)
-            consumer.commit(offsets=[tp], asynchronous=False)
-            self._committed[partition] = offset
-
-    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        start_new_partitions_at_end(consumer, partitions)
-        self.health.ok()  # in the group with positions set: consuming from here on
-
-    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Partitions went to another worker: their half-received GOPs are its job now."""
-        del consumer
-        gone = {tp.partition for tp in partitions}
-        for stream_id in [k for k, g in self._open.items() if g.partition in gone]:
-            del self._open[stream_id]
-        for partition in gone:
-            self._committed.pop(partition, None)
 
     def process(
         self, record: dict[str, Any], position: tuple[int, int] = (0, 0)
@@ -199,6 +104,27 @@ class TranscodeWorker:
             return None
         self.encode_seconds.observe(time.perf_counter() - started)
         return self._written(base, gop.start_pts_90k, gop.duration_90k, segment)
+
+    def open_streams(self) -> list[str]:
+        """The streams with a GOP still arriving in parts."""
+        return list(self._open)
+
+    def open_offsets(self, partition: int) -> list[int]:
+        """Where the GOPs still arriving on `partition` began (their first parts' offsets)."""
+        return [g.first_offset for g in self._open.values() if g.partition == partition]
+
+    def drop_stale(self, max_age_s: float) -> None:
+        """Forget GOPs whose first part came more than `max_age_s` ago (their ingest died)."""
+        stale = time.monotonic() - max_age_s
+        for stream_id in [k for k, g in self._open.items() if g.opened_at < stale]:
+            logger.warning("transcode %s: stream %s GOP never completed; dropped",
+                           self.rung.name, stream_id)  # fmt: skip
+            del self._open[stream_id]
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget the GOPs still arriving on `partitions` (another worker's job now)."""
+        for stream_id in [k for k, g in self._open.items() if g.partition in partitions]:
+            del self._open[stream_id]
 
     def _part(
         self, record: dict[str, Any], base: dict[str, Any], position: tuple[int, int]
@@ -258,6 +184,31 @@ class TranscodeWorker:
             "program_date_time_ms": base["ingest_time_ms"] - duration_90k // 90,
             "end_of_stream": False,
         }
+
+
+class LadderTranscoder:
+    """Every rung of `ladder`, one `RungTranscoder` each: a record → the SegmentReady records
+    of the rungs that completed a segment with it, in the ladder's order."""
+
+    def __init__(
+        self,
+        ladder: Ladder,
+        store: ObjectStore,
+        *,
+        preset: str = "veryfast",
+        registry: Registry | None = None,
+    ) -> None:
+        registry = registry if registry is not None else Registry()
+        self.rungs = [
+            RungTranscoder(rung, ladder, store, preset=preset, registry=registry)
+            for rung in ladder.rungs
+        ]
+
+    def process(
+        self, record: dict[str, Any], position: tuple[int, int] = (0, 0)
+    ) -> list[dict[str, Any]]:
+        events = [rung.process(record, position) for rung in self.rungs]
+        return [e for e in events if e is not None]
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """One GOP in, one HLS MPEG-TS segment of one rendition out: decode, scale, encode, mux.
 
-The transcode worker keeps one `GopTranscoder` per (stream, rendition) and drives it
+The transcode core (core.py) keeps one `GopTranscoder` per rendition and drives it
 synchronously::
 
     transcoder = GopTranscoder(ladder.get("480p30"))

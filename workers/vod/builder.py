@@ -1,0 +1,265 @@
+"""`VodBuilder`: writes one stream's VOD files into the store (playlists, chapters, MP4s,
+poster, thumbnails) and returns its catalog record; `put_file()` uploads a large file."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from av.video.frame import VideoFrame
+
+from pipeline.errors import MediaError, ObjectNotFound
+from pipeline.keys import segment_key, vod_key
+from pipeline.store import ObjectStore, content_type_for
+from workers.vod.chapters import Chapter, chapters_for, chapters_vtt
+from workers.vod.history import StreamHistory
+from workers.vod.media import remux_mp4, remux_stream, splice_ts
+from workers.vod.playlists import vod_master_playlist, vod_media_playlist
+from workers.vod.spool import SegmentSpool
+from workers.vod.thumbnails import (
+    POSTER_MAX_WIDTH,
+    THUMB_INTERVAL_S,
+    ThumbnailGrid,
+    compose_sprite,
+    encode_jpeg,
+    even_size,
+    first_frame,
+)
+from workers.vod.timeline import MS_90K, SegmentSet, Timeline
+
+logger = logging.getLogger(__name__)
+
+VOD_CACHE_CONTROL = "public, max-age=300"  # a rebuild may rewrite a VOD's files
+
+
+def put_file(
+    store: ObjectStore, key: str, path: Path, *, content_type: str, cache_control: str
+) -> None:
+    """Write a large local file (an MP4 of hours of video) to the store: through the store's
+    own `put_file()` (S3: a multipart upload with parts in parallel), else as bytes."""
+    upload = getattr(store, "put_file", None)
+    if upload is not None:
+        upload(key, path, content_type=content_type, cache_control=cache_control)
+        return
+    store.put(key, path.read_bytes(), content_type=content_type, cache_control=cache_control)
+
+
+def _ordered(
+    items: Sequence[int], fetch: Callable[[int], bytes], pool: ThreadPoolExecutor, window: int = 8
+) -> Iterator[bytes]:
+    """`fetch(item)` for every item, in order, at most `window` ahead."""
+    pending: list[Future[bytes]] = []
+    upcoming = iter(items)
+    for item in upcoming:
+        pending.append(pool.submit(fetch, item))
+        if len(pending) >= window:
+            break
+    while pending:
+        result = pending.pop(0).result()
+        nxt = next(upcoming, None)
+        if nxt is not None:
+            pending.append(pool.submit(fetch, nxt))
+        yield result
+
+
+@dataclass
+class VodBuilder:
+    """Writes one stream's VOD files into `store`. Segments are read from `spool` when it has
+    them, from `source` (the store holding `streams/...`, by default `store`) otherwise."""
+
+    store: ObjectStore
+    spool: SegmentSpool | None = None
+    source: ObjectStore | None = None
+    thumbnail_interval_s: float = THUMB_INTERVAL_S
+    fetch_workers: int = 4
+    mp4: bool = True
+
+    def segment(self, stream_id: str, rendition: str, sequence: int) -> bytes:
+        if self.spool is not None:
+            local = self.spool.get(stream_id, rendition, sequence)
+            if local is not None:
+                return local
+        return (self.source or self.store).get(segment_key(stream_id, rendition, sequence)).body
+
+    def _put(self, key: str, body: bytes) -> None:
+        self.store.put(
+            key, body, content_type=content_type_for(key), cache_control=VOD_CACHE_CONTROL
+        )
+
+    def write_playlists(
+        self, stream_id: str, timeline: Timeline, chapters: Sequence[Chapter]
+    ) -> str:
+        for rendition in timeline.renditions:
+            text = vod_media_playlist(timeline, rendition, chapters)
+            self._put(vod_key(stream_id, f"{rendition}/index.m3u8"), text.encode())
+        master = vod_key(stream_id, "master.m3u8")
+        self._put(master, vod_master_playlist(timeline).encode())
+        if chapters:
+            self._put(
+                vod_key(stream_id, "chapters.vtt"),
+                chapters_vtt(chapters, timeline.total_ms).encode(),
+            )
+        return master
+
+    def write_mp4(self, stream_id: str, timeline: Timeline, rendition: str, workdir: Path) -> str:
+        directory = workdir / rendition
+        directory.mkdir(parents=True, exist_ok=True)
+        output = directory / f"{rendition}.mp4"
+        runs = timeline.runs()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(self.fetch_workers) as pool:
+
+            def segments(run: range) -> Iterator[bytes]:
+                sequences = [timeline.sequences[i] for i in run]
+                return _ordered(sequences, lambda s: self.segment(stream_id, rendition, s), pool)
+
+            if len(runs) == 1:  # the usual case: straight into ffmpeg, no temporary copy
+                remux_stream(segments(runs[0]), output)
+            else:
+                files: list[tuple[Path, int]] = []
+                for number, run in enumerate(runs):
+                    path = directory / f"run-{number:04d}.ts"
+                    with path.open("wb") as out:
+                        splice_ts(segments(run), out)
+                    end = timeline.offsets_90k[run[-1]] + timeline.record(run[-1])["duration_90k"]
+                    files.append((path, end - timeline.offsets_90k[run[0]]))
+                remux_mp4(files, output)
+                for path, _ in files:
+                    path.unlink()
+        remuxed = time.perf_counter()
+        key = vod_key(stream_id, f"{rendition}.mp4")
+        size = output.stat().st_size
+        put_file(
+            self.store,
+            key,
+            output,
+            content_type=content_type_for(key),
+            cache_control=VOD_CACHE_CONTROL,
+        )
+        output.unlink()
+        logger.info(
+            "vod: stream %s: %s.mp4, %.0f MB: remux %.1fs, upload %.1fs",
+            stream_id,
+            rendition,
+            size / 1e6,
+            remuxed - started,
+            time.perf_counter() - remuxed,
+        )
+        return key
+
+    def write_images(self, stream_id: str, timeline: Timeline) -> tuple[str, str]:
+        """poster.jpg (a third in, highest rendition), thumbs.jpg + thumbs.vtt (lowest)."""
+        top = timeline.renditions[0]
+        poster_index = timeline.index_at(timeline.total_90k // 3)
+        frame = first_frame(self.segment(stream_id, top, timeline.sequences[poster_index]))
+        poster = vod_key(stream_id, "poster.jpg")
+        self._put(
+            poster, encode_jpeg(frame, *even_size(frame.width, frame.height, POSTER_MAX_WIDTH))
+        )
+
+        low = timeline.renditions[-1]
+        first = timeline.record(0, low)
+        grid = ThumbnailGrid.plan(
+            timeline.total_ms, (first["width"], first["height"]), self.thumbnail_interval_s
+        )
+        decoded: dict[int, VideoFrame] = {}
+        tiles = []
+        for k in range(grid.count):
+            index = timeline.index_at(k * grid.interval_ms * MS_90K)
+            if index not in decoded:
+                segment = self.segment(stream_id, low, timeline.sequences[index])
+                decoded[index] = first_frame(segment).reformat(grid.width, grid.height, "yuv420p")
+            tiles.append(decoded[index])
+        sprite = compose_sprite(tiles, grid)
+        self._put(
+            vod_key(stream_id, "thumbs.jpg"), encode_jpeg(sprite, sprite.width, sprite.height, 4)
+        )
+        vtt = vod_key(stream_id, "thumbs.vtt")
+        self._put(vtt, grid.vtt(timeline.total_ms).encode())
+        return poster, vtt
+
+    def build(
+        self,
+        history: StreamHistory,
+        segments: SegmentSet,
+        *,
+        expected: Sequence[str] = (),
+        initial: tuple[str | None, str | None] = (None, None),
+    ) -> dict[str, Any]:
+        """Every VOD file, then the catalog record (not yet produced)."""
+        stream_id = history.stream_id
+        wanted = list(expected) or sorted(segments.announced) or sorted(segments.segments)
+        complete = [r for r in wanted if r in segments.ends and segments.segments.get(r)]
+        included = complete or [r for r in wanted if segments.segments.get(r)]
+        timeline = Timeline.build(segments, included)
+        if timeline.dropped:
+            logger.warning(
+                "stream %s: %d segments not in every rendition left out",
+                stream_id,
+                timeline.dropped,
+            )
+        chapters = chapters_for(timeline, initial, history.updates)
+        master = self.write_playlists(stream_id, timeline, chapters)
+        failures: list[str] = []
+        mp4: dict[str, str] = {}
+        images: tuple[str | None, str | None] = (None, None)
+        with (
+            tempfile.TemporaryDirectory(prefix=f"vod-{stream_id}-") as tmp,
+            ThreadPoolExecutor(
+                len(timeline.renditions) + 1, thread_name_prefix="vod-build"
+            ) as pool,
+        ):
+            jobs: dict[str, Future[Any]] = {
+                "images": pool.submit(self.write_images, stream_id, timeline)
+            }
+            if self.mp4:
+                for rendition in timeline.renditions:
+                    jobs[rendition] = pool.submit(
+                        self.write_mp4, stream_id, timeline, rendition, Path(tmp)
+                    )
+            for name, job in jobs.items():
+                try:
+                    result = job.result()
+                except (MediaError, ObjectNotFound) as exc:  # a store outage still raises
+                    logger.error("stream %s: %s failed: %s", stream_id, name, exc)
+                    failures.append(name)
+                    continue
+                if name == "images":
+                    images = result
+                else:
+                    mp4[name] = result
+        started = history.started or {}
+        ended = history.ended or {}
+        missing = sorted(set(wanted) - set(timeline.renditions))
+        return {
+            "stream_id": stream_id,
+            "channel": history.channel,
+            "started_ms": started.get("started_ms", 0),
+            "ended_ms": ended.get("ended_ms", 0),
+            "duration_ms": timeline.total_ms,
+            "renditions": list(timeline.renditions),
+            "segment_count": len(timeline.sequences),
+            "master": master,
+            "mp4": mp4,
+            "poster": images[0],
+            "thumbnails": images[1],
+            "chapters": [
+                {"start_ms": c.start_ms, "title": c.title, "category": c.category} for c in chapters
+            ],
+            "status": "partial"
+            if failures or missing or len(complete) < len(included)
+            else "complete",
+            "title": next((c.title for c in chapters if c.title), None),
+            "category": next((c.category for c in chapters if c.category), None),
+            "chapters_vtt": vod_key(stream_id, "chapters.vtt") if chapters else None,
+            "thumbnail_interval_s": self.thumbnail_interval_s,
+            "discontinuities": len(timeline.breaks),
+            "missing_renditions": missing,
+            "completed_ms": int(time.time() * 1000),
+        }
