@@ -196,7 +196,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from gateway.ingest import IngestHandler
+    from gateway.ingest.handler import IngestHandler
     from gateway.rtmp.guard import AuthGuard
     from gateway.rtmp.server import RtmpServer
     from pipeline.health import Health
