@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 
 from gateway.api.channels import ChannelApi
 from gateway.api.vods import VodApi
+from gateway.chat.service import ChatService
 from gateway.http.app import create_app
-from gateway.http.chat import ChatService
 from objectstore import open_store
 from pipeline.metrics import Registry
 from pipeline.settings import Settings
