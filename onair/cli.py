@@ -158,7 +158,7 @@ def role_groups(settings: Settings) -> dict[str, tuple[str, str]]:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     del args
-    from gateway.http.api import live_streams
+    from gateway.api.channels import live_streams
     from topics.admin import group_lag
     from topics.specs import STREAMS
     from topics.table import TableReader
@@ -196,7 +196,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from gateway.ingest import IngestHandler
+    from gateway.ingest.handler import IngestHandler
     from gateway.rtmp.guard import AuthGuard
     from gateway.rtmp.server import RtmpServer
     from pipeline.health import Health

@@ -34,10 +34,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.http.cache import CacheConfig, ObjectCache
-from gateway.http.hls import HlsOrigin
 from gateway.http.mw_metrics import MetricsMiddleware
 from gateway.http.player import PlayerPages
+from gateway.origin.cache import CacheConfig, ObjectCache
+from gateway.origin.hls import HlsOrigin
 from pipeline import metrics
 from pipeline.errors import AuthError, NotFound, ObjectNotFound, OnairError, StoreError
 from pipeline.metrics import Registry

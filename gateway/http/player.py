@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.http.hls import CHANNEL, STREAM_ID, etag_matches
+from gateway.origin.hls import CHANNEL, STREAM_ID, etag_matches
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from gateway.http.api import ChannelApi
-from gateway.http.api_vod import VodApi
+from gateway.api.channels import ChannelApi
+from gateway.api.vods import VodApi
+from gateway.chat.service import ChatService
 from gateway.http.app import create_app
-from gateway.http.chat import ChatService
 from objectstore import open_store
 from pipeline.metrics import Registry
 from pipeline.settings import Settings

@@ -26,7 +26,7 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from gateway.http.api_vod import VodApi
+from gateway.api.vods import VodApi
 from gateway.http.app import create_app
 from objectstore import open_store
 from pipeline.channels import new_stream_id

@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from gateway.http.chat import ChatConfig, ChatService
-from gateway.http.chat_fanout import OutboxLimits
+from gateway.chat.fanout import OutboxLimits
+from gateway.chat.service import ChatConfig, ChatService
 from pipeline.chat import ChatLimits
 from topics.admin import ensure_topics
 from topics.specs import all_topics

@@ -28,7 +28,7 @@ from confluent_kafka import TopicPartition
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.http.chat_fanout import partition_for
+from gateway.chat.partitioner import partition_for
 from pipeline.tokens import issue_token
 from schemas.codec import Codec
 from tests.integration.chat_server import spawn

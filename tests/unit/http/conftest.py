@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.types import Message
 
 from gateway.http.app import create_app
-from gateway.http.cache import CacheConfig
+from gateway.origin.cache import CacheConfig
 from pipeline.store import LocalStore, StoredObject
 
 PLAYLIST_CC = "public, max-age=1"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.http.api_vod import VodApi
+from gateway.api.vods import VodApi
 from gateway.http.app import create_app
 from pipeline.store import LocalStore
 from schemas.codec import Codec

@@ -1,9 +1,9 @@
-"""Ingest: what happens to an accepted RTMP publish. RTMP in, GOP chunks out to Kafka.
+"""Ingest: what happens to an accepted RTMP publish, and to the stream it feeds.
 
 `IngestHandler` checks the stream key against the channel directory (hash, constant-time),
-refuses a second publisher on a live channel, and hands the publish a `KafkaPublication` that
-cuts the media into GOPs and produces one `GopChunk` per GOP to `onair.ingest.gops` (key =
-stream id, so a stream's GOPs stay in order on one partition).
+refuses a second publisher on a live channel, and hands the publish a `KafkaPublication`
+(`publication.py`) that cuts the media into GOPs and produces one `GopChunk` per GOP to
+`onair.ingest.gops` (key = stream id, so a stream's GOPs stay in order on one partition).
 
 Lifecycle events go to `onair.streams` (key = channel). When a publisher goes away the stream
 is kept open for the reconnect grace: `StreamInterrupted` (with the next sequence number) is
@@ -20,14 +20,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.ingest.publication import KafkaPublication
 from pipeline.channels import new_stream_id
-from pipeline.errors import AuthError, ChannelBusy, DeliveryFailed
-from pipeline.gop import Gop, GopCutter
+from pipeline.errors import AuthError, ChannelBusy
+from pipeline.gop import Gop
 from pipeline.ladder import Ladder
-from pipeline.media import CodecConfig, MediaUnit, Track
+from pipeline.media import CodecConfig
 from pipeline.metrics import Registry
 from schemas.codec import Codec
 from schemas.records import end_of_stream_record, gop_to_record
@@ -273,117 +274,3 @@ class IngestHandler:
             reason,
             state.next_sequence,
         )
-
-
-class KafkaPublication:
-    """One RTMP publish feeding one stream."""
-
-    def __init__(self, handler: IngestHandler, state: StreamState, *, resumed: bool) -> None:
-        self.handler = handler
-        self.state = state
-        self.cutter: GopCutter | None = None
-        self._resumed = resumed
-        self._pending: set[asyncio.Future[Delivery]] = set()
-        self._failed: BaseException | None = None
-        self._part_index = 0  # parts of the open GOP sent so far
-        self._part_start_dts = 0
-        self._gop_start_pts = 0
-
-    async def on_config(self, config: CodecConfig) -> None:
-        state = self.state
-        if self.cutter is not None:
-            last = self.cutter.flush()
-            if last is not None:
-                await self._publish(last)
-        state.config = config
-        self.cutter = GopCutter(state.stream_id, config, next_sequence=state.next_sequence)
-        if self._resumed or state.next_sequence > 0:
-            self.cutter.mark_discontinuity()
-
-    async def on_media(self, unit: MediaUnit) -> None:
-        if self._failed is not None:
-            raise DeliveryFailed(f"stream {self.state.stream_id}: {self._failed}")
-        if self.cutter is None:
-            return
-        gop = self.cutter.push(unit)
-        if gop is not None:
-            await self._publish(gop)
-        elif self.handler.gop_part_ms > 0 and unit.track is Track.VIDEO:
-            await self._maybe_send_part(unit)
-
-    async def _maybe_send_part(self, unit: MediaUnit) -> None:
-        """Low latency: hand the open GOP's units to the workers every `gop_part_ms`, so they
-        encode while the GOP is still arriving (the last part goes when the GOP closes)."""
-        cutter = self.cutter
-        assert cutter is not None
-        sequence = cutter.open_sequence
-        if sequence is None:
-            return
-        if self._part_index == 0:
-            self._part_start_dts = unit.dts_90k
-        elif unit.dts_90k - self._part_start_dts < self.handler.gop_part_ms * 90:
-            return
-        units = cutter.take_part()
-        if not units:
-            return
-        head = Gop(
-            stream_id=self.state.stream_id,
-            sequence=sequence,
-            config=cutter.config,
-            units=tuple(units),
-            start_pts_90k=units[0].pts_90k if self._part_index == 0 else self._gop_start_pts,
-            duration_90k=0,
-            discontinuity=cutter.open_discontinuity,
-        )
-        if self._part_index == 0:
-            self._gop_start_pts = head.start_pts_90k
-        self._part_start_dts = unit.dts_90k
-        await self._send(head, part_index=self._part_index, last_part=False)
-        self._part_index += 1
-
-    async def on_metadata(self, metadata: dict[str, object]) -> None:
-        title = metadata.get("title")
-        if isinstance(title, str):
-            self.state.title = title[:200]
-
-    async def _publish(self, gop: Gop) -> None:
-        """A GOP closed: send it whole, or its last part when parts of it went out already."""
-        self.state.next_sequence = gop.sequence + 1
-        part_index, self._part_index = self._part_index, 0
-        if part_index > 0:
-            assert self.cutter is not None
-            gop = replace(gop, units=tuple(self.cutter.unsent(gop)))
-        await self._send(gop, part_index=part_index, last_part=True)
-
-    async def _send(self, gop: Gop, *, part_index: int, last_part: bool) -> None:
-        state = self.state
-        future = await self.handler.publish_gop(
-            state, gop, part_index=part_index, last_part=last_part
-        )
-        if state.first_offset < 0:
-            delivery = await future  # the first chunk's offset goes into StreamStarted
-            state.gops_partition, state.first_offset = delivery.partition, delivery.offset
-            await self.handler.announce(state)
-            return
-        self._pending.add(future)
-        future.add_done_callback(self._delivered)
-
-    def _delivered(self, future: asyncio.Future[Delivery]) -> None:
-        self._pending.discard(future)
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            logger.error("stream %s: GOP delivery failed: %s", self.state.stream_id, error)
-            self._failed = error
-        else:
-            self.state.last_offset = max(self.state.last_offset, future.result().offset)
-
-    async def close(self, reason: str) -> None:
-        if self.cutter is not None and self._failed is None:
-            last = self.cutter.flush()
-            if last is not None:
-                await self._publish(last)
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-        await self.handler.disconnected(self.state, reason)

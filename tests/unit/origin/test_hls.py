@@ -6,7 +6,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gateway.http.hls import RangeNotSatisfiable, etag_matches, parse_range
+from gateway.origin.hls import RangeNotSatisfiable, etag_matches, parse_range
 from pipeline.store import LocalStore
 from tests.unit.http.conftest import (
     PLAYLIST_CC,

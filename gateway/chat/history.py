@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
 
-from gateway.http.chat_fanout import message_json
+from gateway.chat.frames import message_json
 from pipeline.errors import CodecError
 from schemas.codec import Codec
 from topics.client import make_consumer

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.http.cache import ObjectCache
+from gateway.origin.cache import ObjectCache
 from pipeline import keys
 from pipeline.errors import ObjectNotFound, StoreError
 from pipeline.store import StoredObject, check_key, content_type_for

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gateway.http.cache import CacheConfig, ObjectCache
+from gateway.origin.cache import CacheConfig, ObjectCache
 from pipeline.errors import ObjectNotFound, StoreError
 from pipeline.store import StoredObject
 from tests.unit.http.conftest import CountingStore, put_playlist, put_segment

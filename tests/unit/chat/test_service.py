@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient, WebSocketTestSession
 
-from gateway.http.chat import ChatConfig, ChatService
+from gateway.chat.service import ChatConfig, ChatService
 from pipeline.tokens import issue_token
 
 SECRET = "unit-secret"

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.http.api import BadRequest
+from gateway.api.channels import BadRequest
 from pipeline.errors import NotFound
 from topics.specs import VODS
 from topics.table import TableReader
