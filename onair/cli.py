@@ -53,8 +53,8 @@ def ensure_topics(settings: Settings) -> list[str]:
     from topics.admin import ensure_topics as ensure
     from topics.specs import all_topics
 
-    specs = all_topics(settings.partitions, settings.replay_retention_ms)
-    return ensure(settings.kafka_bootstrap, specs, settings.replication)
+    specs = all_topics(settings.partitions, settings.replay_retention_ms, settings.replication)
+    return ensure(settings.kafka_bootstrap, specs)
 
 
 # ---- channels ------------------------------------------------------------------------------

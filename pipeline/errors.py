@@ -14,7 +14,10 @@ OnairError
 ├── StoreError             the object store failed
 │   └── ObjectNotFound     no object under that key
 ├── NotFound               a channel, stream or VOD that does not exist
-└── MediaError             a GOP could not be decoded or encoded
+├── MediaError             a GOP could not be decoded or encoded
+├── DeliveryFailed         the brokers did not acknowledge a write
+└── TopicMismatch          a topic's partition count differs from its spec (never changed
+                           on its own: names the topic and the way to migrate)
 """
 
 from __future__ import annotations
@@ -87,4 +90,8 @@ class MediaError(OnairError):
 
 
 class DeliveryFailed(OnairError):
+    pass
+
+
+class TopicMismatch(OnairError):
     pass

@@ -13,11 +13,11 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
-    NewPartitions,
     NewTopic,
     ResourceType,
 )
 
+from pipeline.errors import TopicMismatch
 from topics.client import make_consumer
 from topics.ready import wait_for_topics
 from topics.specs import TopicSpec
@@ -29,23 +29,29 @@ def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap})
 
 
-def ensure_topics(
-    bootstrap: str, specs: Iterable[TopicSpec], replication: int = 1, timeout: float = 30.0
-) -> list[str]:
-    """Create missing topics, raise partition counts that are too low, reconcile configs.
+MIGRATE_DOC = "docs/operations.md#changing-a-topics-partition-count"
 
-    Returns the names of topics it created, once every partition of every topic has a
-    leader that serves it (a topic created a moment ago has none yet). "Already exists"
-    counts as success (another process may create them at the same moment).
+
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create missing topics and reconcile configs; never change a partition count.
+
+    A topic that exists with another partition count than its spec raises `TopicMismatch`
+    before anything is changed: every onair topic is keyed, and growing one moves keys to
+    other partitions (a stream's GOPs out of order, chat servers reading the wrong partition,
+    the packager's tables no longer co-partitioned). Returns the names of topics it created,
+    once every partition of every topic has a leader that serves it (a topic created a moment
+    ago has none yet). "Already exists" counts as success (another process may create them at
+    the same moment).
     """
     admin = admin_client(bootstrap)
     specs = list(specs)
     existing = admin.list_topics(timeout=timeout).topics
+    check_partition_counts(specs, {name: len(meta.partitions) for name, meta in existing.items()})
     created: list[str] = []
     missing = [s for s in specs if s.name not in existing]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(s.name, s.partitions, replication, config=dict(s.config)) for s in missing],
+            [NewTopic(s.name, s.partitions, s.replication, config=s.topic_config) for s in missing],
             operation_timeout=timeout,
         )
         for name, future in futures.items():
@@ -56,18 +62,27 @@ def ensure_topics(
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-    grow = [
-        s for s in specs if s.name in existing and len(existing[s.name].partitions) < s.partitions
-    ]
-    if grow:
-        futures = admin.create_partitions([NewPartitions(s.name, s.partitions) for s in grow])
-        for future in futures.values():
-            future.result()
     present = [s for s in specs if s.name in existing]
     if present:
         _reconcile_configs(admin, present, timeout)
     wait_for_topics(bootstrap, [s.name for s in specs])
     return created
+
+
+def check_partition_counts(specs: Iterable[TopicSpec], counts: dict[str, int]) -> None:
+    """Raise `TopicMismatch` naming every existing topic whose partition count is not its
+    spec's, and how to migrate."""
+    wrong = [
+        f"{spec.name} has {counts[spec.name]} partitions, its spec asks for {spec.partitions}"
+        for spec in specs
+        if spec.name in counts and counts[spec.name] != spec.partitions
+    ]
+    if wrong:
+        raise TopicMismatch(
+            "; ".join(wrong) + ". onair never changes a keyed topic's partition count on its "
+            "own (keys would move to other partitions): set ONAIR_PARTITIONS to the topics' "
+            f"count, or migrate them as {MIGRATE_DOC} describes"
+        )
 
 
 def _reconcile_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
@@ -78,7 +93,7 @@ def _reconcile_configs(admin: AdminClient, specs: list[TopicSpec], timeout: floa
         current = described[resource].result()
         entries = [
             ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-            for k, v in spec.config.items()
+            for k, v in spec.topic_config.items()
             if k not in current or current[k].value != v
         ]
         if entries:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -20,15 +20,27 @@ SCHEMAS = "onair.schemas"
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
+    """A topic as onair needs it. Every onair topic is keyed, so its partition count is part
+    of its meaning (a key's partition is murmur2(key) % partitions): `ensure_topics` creates a
+    topic with it and refuses to run beside a different one, never changing it.
+    `min.insync.replicas` is replication - 1 (at least 1) unless the config says otherwise, so
+    with three replicas an acknowledged write is on two brokers."""
+
     name: str
     key: str  # what the key means
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
     doc: str = ""
+    replication: int = 1
 
     @property
     def compacted(self) -> bool:
         return self.config.get("cleanup.policy") == "compact"
+
+    @property
+    def topic_config(self) -> dict[str, str]:
+        """The config the topic is created and reconciled with."""
+        return {"min.insync.replicas": str(max(1, self.replication - 1)), **self.config}
 
 
 def _compacted() -> dict[str, str]:
@@ -49,7 +61,7 @@ def changelog_topic(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"
 
 
-def packager_changelogs(app_id: str, partitions: int) -> list[TopicSpec]:
+def packager_changelogs(app_id: str, partitions: int, replication: int = 1) -> list[TopicSpec]:
     """The packager's changelog topics: co-partitioned with onair.segments, compacted."""
     return [
         TopicSpec(
@@ -58,13 +70,17 @@ def packager_changelogs(app_id: str, partitions: int) -> list[TopicSpec]:
             partitions,
             {"cleanup.policy": "compact"},
             f"changelog of the packager's {table} table",
+            replication,
         )
         for table in PACKAGER_TABLES
     ]
 
 
-def all_topics(partitions: int = 6, replay_retention_ms: int = 48 * HOUR_MS) -> list[TopicSpec]:
-    """Every topic. `partitions` bounds how far each role scales out."""
+def all_topics(
+    partitions: int = 6, replay_retention_ms: int = 48 * HOUR_MS, replication: int = 1
+) -> list[TopicSpec]:
+    """Every topic. `partitions` bounds how far each role scales out; it is fixed once the
+    topics exist (see `TopicSpec`)."""
     specs = [
         TopicSpec(
             GOPS,
@@ -103,4 +119,4 @@ def all_topics(partitions: int = 6, replay_retention_ms: int = 48 * HOUR_MS) -> 
         TopicSpec(VODS, "stream_id", 1, _compacted(), "the VOD catalog"),
         TopicSpec(SCHEMAS, "fingerprint hex", 1, _compacted(), "Avro writer schemas"),
     ]
-    return specs
+    return [replace(spec, replication=replication) for spec in specs]

@@ -1,4 +1,5 @@
-"""Three KRaft brokers, replication 3, min.insync.replicas 2: losing one loses nothing acked."""
+"""Three KRaft brokers, the product's own topic specs with replication 3 (so
+min.insync.replicas 2): losing one broker loses nothing acknowledged."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import time
 
 import pytest
 from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from tests.conftest import KafkaCluster
 from topics.admin import ensure_topics
 from topics.client import CheckedProducer, DeliveryError, make_consumer, poll_checked
-from topics.specs import TopicSpec
+from topics.specs import GOPS, TopicSpec, all_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -19,8 +21,18 @@ def test_stopping_one_broker_loses_no_acknowledged_message(
     kafka_cluster: KafkaCluster, unique_name: str
 ) -> None:
     topic = f"test.{unique_name}"
-    spec = TopicSpec(topic, "test", 3, {"min.insync.replicas": "2"})
-    ensure_topics(kafka_cluster.bootstrap, [spec], replication=3)
+    product = all_topics(partitions=3, replication=3)
+    ensure_topics(kafka_cluster.bootstrap, product)
+    admin = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap})
+    resources = [ConfigResource(ResourceType.TOPIC, spec.name) for spec in product]
+    for resource, future in admin.describe_configs(resources).items():
+        assert future.result()["min.insync.replicas"].value == "2", resource.name
+    # the stream under test goes to a topic shaped like the GOP topic (live roles may read
+    # the product's own topics on this cluster)
+    gops = next(spec for spec in product if spec.name == GOPS)
+    spec = TopicSpec(topic, gops.key, 3, dict(gops.config), replication=3)
+    assert spec.topic_config["min.insync.replicas"] == "2"
+    ensure_topics(kafka_cluster.bootstrap, [spec])
     producer = CheckedProducer(kafka_cluster.bootstrap, **{"delivery.timeout.ms": 60_000})
     acked: set[bytes] = set()  # values of batches whose every message was acknowledged
     sent = 0

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from pipeline.errors import TopicMismatch
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 from pipeline.store import LocalStore
 from schemas.codec import Codec, Schema
@@ -57,6 +58,24 @@ def test_ensure_topics_creates_once_and_reconciles_config(
     resource = ConfigResource(ResourceType.TOPIC, topic)
     config = admin.describe_configs([resource])[resource].result()
     assert config["retention.ms"].value == "7200000"
+
+
+def test_a_partition_count_is_never_changed_by_a_start(
+    kafka_bootstrap: str, unique_name: str
+) -> None:
+    """Growing a keyed topic moves keys to other partitions: ensure_topics refuses, naming the
+    topic, and leaves it as it was (before, it raised the count on every start)."""
+    topic = f"test.{unique_name}"
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, "test", 1)])
+    with pytest.raises(TopicMismatch, match=f"{topic} has 1 partitions, its spec asks for 3"):
+        ensure_topics(kafka_bootstrap, [TopicSpec(topic, "test", 3, {"retention.ms": "7200000"})])
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 1
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    config = admin.describe_configs([resource])[resource].result()
+    assert config["retention.ms"].value != "7200000", "nothing is changed when refusing"
 
 
 def test_declared_topics_exist_with_their_config(kafka_bootstrap: str) -> None:

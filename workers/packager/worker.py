@@ -58,8 +58,8 @@ class PackagerWorker:
         """Consume until `stop_event`. Store, delivery and commit failures raise: the process
         exits and its successor resumes from the last committed offset."""
         self.health.starting("creating the changelog topics")
-        changelogs = packager_changelogs(self.group, self.partitions)
-        ensure_topics(self.bootstrap, changelogs, self.replication)
+        changelogs = packager_changelogs(self.group, self.partitions, self.replication)
+        ensure_topics(self.bootstrap, changelogs)
         wait_for_topics(
             self.bootstrap,
             [SEGMENTS, *(c.name for c in changelogs)],
