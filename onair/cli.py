@@ -21,16 +21,15 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from onair import cli_chat, cli_vod
 from onair.cli_role import instance_id, serve_role_metrics, stop_on_signals
+from onair.supervisor import Supervisor, report_ready
 from pipeline.errors import OnairError
 from pipeline.settings import Settings
 
@@ -323,49 +322,6 @@ def cmd_http(args: argparse.Namespace, settings: Settings) -> int:
 # ---- up: every role on this machine --------------------------------------------------------
 
 
-class Supervisor:
-    """Runs each role as a child process and restarts one that dies (it resumes from its
-    committed offsets), until stopped."""
-
-    def __init__(self, roles: dict[str, list[str]], log_dir: Path) -> None:
-        self.roles = roles
-        self.log_dir = log_dir
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
-        self.stopping = threading.Event()
-
-    def start(self, name: str) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name.replace(' ', '-')}.log", "ab")  # noqa: SIM115
-        self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "onair.cli", *self.roles[name]],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-    def run(self) -> None:
-        for name in self.roles:
-            self.start(name)
-        while not self.stopping.wait(1.0):
-            for name, child in list(self.children.items()):
-                code = child.poll()
-                if code is not None and not self.stopping.is_set():
-                    logger.warning("%s exited with %s; restarting", name, code)
-                    self.start(name)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        for child in self.children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in self.children.values():
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-
-
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     del args
     ensure_topics(settings)
@@ -400,47 +356,6 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         supervisor.stop()
     return 0
-
-
-READY_WAIT_S = 180.0
-
-
-def health_status(url: str) -> tuple[int, str]:
-    """→ (HTTP status, body) of a role's /healthz; (0, why) while it does not answer."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read().decode(errors="replace").strip()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace").strip()
-    except OSError as exc:
-        return 0, f"starting: not answering yet ({exc})"
-
-
-def report_ready(
-    health: dict[str, str], stopping: threading.Event, timeout_s: float = READY_WAIT_S
-) -> bool:
-    """Poll every role's /healthz until all say ok; print `onair is ready` (or, past the
-    bound, which roles are still starting and why, every 30 s after that)."""
-    started = time.monotonic()
-    pending = dict(health)
-    said = 0.0
-    while pending and not stopping.wait(0.5):
-        for name, url in list(pending.items()):
-            if health_status(url)[0] == 200:
-                del pending[name]
-        elapsed = time.monotonic() - started
-        if pending and elapsed > timeout_s and elapsed - said > 30:
-            said = elapsed
-            for name, url in pending.items():
-                print(f"onair: {name} not ready after {elapsed:.0f} s: {health_status(url)[1]}")
-            sys.stdout.flush()
-    if pending:
-        return False
-    print(f"onair is ready: every role consumes ({time.monotonic() - started:.1f} s)", flush=True)
-    return True
 
 
 # ---- argument parsing ----------------------------------------------------------------------

@@ -139,7 +139,7 @@ class Platform:
 
     def health(self, name: str) -> tuple[int, str]:
         """(status, body) of the role's /healthz; (0, why) while it does not answer."""
-        from onair.cli import health_status
+        from onair.supervisor import health_status
 
         return health_status(self.health_urls[name])
 
