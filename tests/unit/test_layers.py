@@ -71,6 +71,25 @@ def test_the_domain_imports_no_io_library() -> None:
     assert not wrong, "the domain imports I/O libraries:\n" + "\n".join(wrong)
 
 
+MAX_MODULE_LINES = 500
+
+
+def test_every_module_says_what_it_owns_and_stays_small() -> None:
+    """Each module opens with a docstring and stays under ~500 lines (a newcomer reads one
+    module for one job)."""
+    wrong = []
+    for package in ALLOWED:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            source = path.read_text()
+            name = path.relative_to(ROOT).as_posix()
+            if not ast.get_docstring(ast.parse(source, name)):
+                wrong.append(f"{name}: no opening docstring")
+            lines = len(source.splitlines())
+            if lines > MAX_MODULE_LINES:
+                wrong.append(f"{name}: {lines} lines")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     """The reader finds lazy imports inside functions (a check that cannot fail is none)."""
     path = tmp_path / "m.py"
