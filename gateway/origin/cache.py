@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from pipeline.errors import ObjectNotFound
 from pipeline.metrics import Registry
-from pipeline.store import ObjectStore, StoredObject
+from pipeline.store import ObjectInfo, ObjectStore, StoredObject
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +96,14 @@ class ObjectCache:
         registry = registry or Registry()
         lookups = registry.counter(
             "onair_http_cache_lookups_total",
-            "Origin cache lookups by result (hit, miss, coalesced, negative_hit).",
+            "Origin cache lookups by result (hit, miss, coalesced, negative_hit, too_large).",
             ("result",),
         )
         self._hits = lookups.labels("hit")
         self._misses = lookups.labels("miss")
         self._coalesced = lookups.labels("coalesced")
         self._negative_hits = lookups.labels("negative_hit")
+        self._large = lookups.labels("too_large")
         self._store_reads = registry.counter(
             "onair_http_cache_store_reads_total", "Object-store reads made by the origin cache."
         )
@@ -149,6 +150,24 @@ class ObjectCache:
         if obj is None:
             raise ObjectNotFound(key)
         return obj
+
+    async def get_or_head(self, key: str) -> StoredObject | ObjectInfo:
+        """The object when the cache holds it or it fits the cache (read through `get`), else
+        only its metadata (`head()`): the caller reads ranges of it from the store."""
+        entry = self._fresh(key)
+        if entry is not None or key in self._inflight:
+            return await self.get(key)
+        self._store_reads.inc()
+        try:
+            info = await asyncio.to_thread(self.store.head, key)
+        except ObjectNotFound:
+            self._misses.inc()
+            self._keep(key, _Entry(None, self._clock() + self.config.negative_ttl_s))
+            raise
+        if info.size <= self.config.max_object_bytes:
+            return await self.get(key)
+        self._large.inc()
+        return info
 
     def _fresh(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)

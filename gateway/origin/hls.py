@@ -11,25 +11,27 @@
 Every path segment must match its strict pattern; anything else, and any percent-encoded
 byte at all (none of the patterns needs one: `%2f`, `%2e%2e` and friends are refused
 outright), is a 404 that never reaches the store. Cache-Control is whatever the object's
-writer stored; the ETag is strong; responses carry `Access-Control-Allow-Origin: *` because
-players (and CDNs) live on other origins.
+writer stored; the ETag is strong; a VOD file too large for the cache (an MP4 of hours) is
+served from ranged store reads, never loaded whole; responses carry
+`Access-Control-Allow-Origin: *` because players (and CDNs) live on other origins.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gateway.origin.cache import ObjectCache
 from pipeline import keys
 from pipeline.errors import ObjectNotFound, StoreError
-from pipeline.store import StoredObject, check_key, content_type_for
+from pipeline.store import ObjectInfo, StoredObject, check_key, content_type_for
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ PREFLIGHT_HEADERS = {
     "access-control-max-age": "86400",
 }
 DEFAULT_CACHE_CONTROL = "no-cache"
+LARGE_READ_BYTES = 1024 * 1024  # one ranged store read while streaming a large object
 
 KeyRule = Callable[[Mapping[str, str]], str | None]
 
@@ -198,6 +201,11 @@ class HlsOrigin:
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=PREFLIGHT_HEADERS)
             try:
+                if spec.ranges:
+                    found = await self.cache.get_or_head(key)
+                    if isinstance(found, ObjectInfo):
+                        return self.respond_large(request, found)
+                    return self.respond(request, found, ranges=True)
                 obj = await self.cache.get(key)
             except ObjectNotFound:
                 return _not_found()
@@ -221,36 +229,69 @@ class HlsOrigin:
 
     @staticmethod
     def respond(request: Request, obj: StoredObject, *, ranges: bool) -> Response:
-        etag = f'"{obj.etag}"'
-        headers = {
-            **CORS_HEADERS,
-            "cache-control": obj.cache_control or DEFAULT_CACHE_CONTROL,
-            "etag": etag,
-        }
-        if ranges:
-            headers["accept-ranges"] = "bytes"
-        if_none_match = request.headers.get("if-none-match")
-        if if_none_match is not None and etag_matches(if_none_match, etag):
-            return Response(status_code=304, headers=headers)
-
+        info = ObjectInfo(obj.key, len(obj.body), "", obj.cache_control, obj.etag)
+        answer = _answer(request, info, ranges=ranges)
+        if isinstance(answer, Response):
+            return answer
+        (first, last), status, headers = answer
+        body = obj.body if status == 200 else obj.body[first : last + 1]
         media_type = content_type_for(obj.key)
-        body = obj.body
-        size = len(body)
-        status = 200
-        range_header = request.headers.get("range")
-        if_range = request.headers.get("if-range")
-        if ranges and range_header is not None and (if_range is None or if_range == etag):
-            try:
-                span = parse_range(range_header, size)
-            except RangeNotSatisfiable:
-                headers["content-range"] = f"bytes */{size}"
-                return Response(status_code=416, headers=headers)
-            if span is not None:
-                first, last = span
-                body = body[first : last + 1]
-                headers["content-range"] = f"bytes {first}-{last}/{size}"
-                status = 206
         if request.method == "HEAD":
             headers["content-length"] = str(len(body))
             return Response(b"", status_code=status, media_type=media_type, headers=headers)
         return Response(body, status_code=status, media_type=media_type, headers=headers)
+
+    def respond_large(self, request: Request, info: ObjectInfo) -> Response:
+        """An object too large for the cache (a VOD's MP4): the requested span read from the
+        store in ranged reads of `LARGE_READ_BYTES`, streamed, never held whole."""
+        answer = _answer(request, info, ranges=True)
+        if isinstance(answer, Response):
+            return answer
+        (first, last), status, headers = answer
+        media_type = content_type_for(info.key)
+        headers["content-length"] = str(max(0, last - first + 1))
+        if request.method == "HEAD":
+            return Response(b"", status_code=status, media_type=media_type, headers=headers)
+        store = self.cache.store
+
+        async def chunks() -> AsyncIterator[bytes]:
+            position = first
+            while position <= last:
+                end = min(last, position + LARGE_READ_BYTES - 1)
+                yield await asyncio.to_thread(store.get_range, info.key, position, end)
+                position = end + 1
+
+        return StreamingResponse(
+            chunks(), status_code=status, media_type=media_type, headers=headers
+        )
+
+
+def _answer(
+    request: Request, info: ObjectInfo, *, ranges: bool
+) -> Response | tuple[tuple[int, int], int, dict[str, str]]:
+    """The conditional and range logic shared by cached and large objects: a finished
+    response (304, 416), or the inclusive span to send with its status and headers."""
+    etag = f'"{info.etag}"'
+    headers = {
+        **CORS_HEADERS,
+        "cache-control": info.cache_control or DEFAULT_CACHE_CONTROL,
+        "etag": etag,
+    }
+    if ranges:
+        headers["accept-ranges"] = "bytes"
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    span, status = (0, info.size - 1), 200
+    range_header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if ranges and range_header is not None and (if_range is None or if_range == etag):
+        try:
+            requested = parse_range(range_header, info.size)
+        except RangeNotSatisfiable:
+            headers["content-range"] = f"bytes */{info.size}"
+            return Response(status_code=416, headers=headers)
+        if requested is not None:
+            span, status = requested, 206
+            headers["content-range"] = f"bytes {span[0]}-{span[1]}/{info.size}"
+    return span, status, headers

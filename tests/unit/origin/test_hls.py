@@ -6,6 +6,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from gateway.http.app import create_app
+from gateway.origin import hls
+from gateway.origin.cache import CacheConfig
 from gateway.origin.hls import RangeNotSatisfiable, etag_matches, parse_range
 from pipeline.store import LocalStore
 from tests.unit.http.conftest import (
@@ -148,34 +151,36 @@ async def test_preflight_allows_range_from_any_origin(
     assert store.gets == []
 
 
+RANGE_CASES = [
+    ("bytes=0-99", 206, "bytes 0-99/10240", MP4_BODY[:100]),
+    ("bytes=10000-", 206, "bytes 10000-10239/10240", MP4_BODY[10000:]),
+    ("bytes=-10", 206, "bytes 10230-10239/10240", MP4_BODY[-10:]),
+    ("bytes=10200-99999", 206, "bytes 10200-10239/10240", MP4_BODY[10200:]),
+    ("bytes=-99999", 206, "bytes 0-10239/10240", MP4_BODY),
+    ("bytes=10240-", 416, "bytes */10240", b""),
+    ("bytes=-0", 416, "bytes */10240", b""),
+    ("bytes=5-1", 200, None, MP4_BODY),
+    ("bytes=0-1,5-6", 200, None, MP4_BODY),
+    ("items=0-1", 200, None, MP4_BODY),
+    ("bytes=abc", 200, None, MP4_BODY),
+]
+RANGE_IDS = [
+    "first-100",
+    "open-ended",
+    "suffix",
+    "last-clamped",
+    "suffix-longer-than-body",
+    "start-past-end",
+    "empty-suffix",
+    "reversed-ignored",
+    "multi-range-ignored",
+    "other-unit-ignored",
+    "garbage-ignored",
+]
+
+
 @pytest.mark.parametrize(
-    ("range_header", "status", "content_range", "body"),
-    [
-        ("bytes=0-99", 206, "bytes 0-99/10240", MP4_BODY[:100]),
-        ("bytes=10000-", 206, "bytes 10000-10239/10240", MP4_BODY[10000:]),
-        ("bytes=-10", 206, "bytes 10230-10239/10240", MP4_BODY[-10:]),
-        ("bytes=10200-99999", 206, "bytes 10200-10239/10240", MP4_BODY[10200:]),
-        ("bytes=-99999", 206, "bytes 0-10239/10240", MP4_BODY),
-        ("bytes=10240-", 416, "bytes */10240", b""),
-        ("bytes=-0", 416, "bytes */10240", b""),
-        ("bytes=5-1", 200, None, MP4_BODY),
-        ("bytes=0-1,5-6", 200, None, MP4_BODY),
-        ("items=0-1", 200, None, MP4_BODY),
-        ("bytes=abc", 200, None, MP4_BODY),
-    ],
-    ids=[
-        "first-100",
-        "open-ended",
-        "suffix",
-        "last-clamped",
-        "suffix-longer-than-body",
-        "start-past-end",
-        "empty-suffix",
-        "reversed-ignored",
-        "multi-range-ignored",
-        "other-unit-ignored",
-        "garbage-ignored",
-    ],
+    ("range_header", "status", "content_range", "body"), RANGE_CASES, ids=RANGE_IDS
 )
 async def test_byte_ranges_on_vod_files(
     client: httpx.AsyncClient,
@@ -193,6 +198,45 @@ async def test_byte_ranges_on_vod_files(
     assert response.content == body
     if status == 206:
         assert response.headers["content-length"] == str(len(body))
+
+
+@pytest.mark.parametrize(
+    ("range_header", "status", "content_range", "body"), RANGE_CASES, ids=RANGE_IDS
+)
+async def test_byte_ranges_on_a_vod_file_too_large_for_the_cache(
+    store: CountingStore,
+    monkeypatch: pytest.MonkeyPatch,
+    range_header: str,
+    status: int,
+    content_range: str | None,
+    body: bytes,
+) -> None:
+    """The same answers when the MP4 is larger than the cache takes: read from the store in
+    ranged reads (here 3000 bytes each, so a whole GET spans four), never loaded whole."""
+    monkeypatch.setattr(hls, "LARGE_READ_BYTES", 3000)
+    fill(store)
+    app = create_app(store, cache_config=CacheConfig(max_object_bytes=4096))
+    url = f"/vod/{STREAM}/recording.mp4"
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://onair.test") as client,
+    ):
+        response = await client.get(url, headers={"range": range_header})
+        head = await client.head(url, headers={"range": range_header})
+        etag = response.headers["etag"]
+        unchanged = await client.get(url, headers={"if-none-match": etag})
+    assert f"vod/{STREAM}/recording.mp4" not in store.gets, "never read whole"
+    assert response.status_code == status
+    assert response.headers["accept-ranges"] == "bytes"
+    assert response.headers.get("content-range") == content_range
+    assert response.content == body
+    if status != 416:
+        assert response.headers["content-length"] == str(len(body))
+        assert head.status_code == status
+        assert head.headers["content-length"] == str(len(body))
+    assert etag == f'"{store.get(f"vod/{STREAM}/recording.mp4").etag}"'
+    assert unchanged.status_code == 304
 
 
 async def test_if_range_with_another_etag_sends_everything(
