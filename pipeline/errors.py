@@ -13,6 +13,8 @@ OnairError
 │   └── CorruptPayloadError the header or body is not valid Avro
 ├── StoreError             the object store failed
 │   └── ObjectNotFound     no object under that key
+├── InvalidJson            a JSON body or frame from outside is malformed or not valid Unicode
+├── BodyTooLarge           a request body is over its byte budget
 ├── NotFound               a channel, stream or VOD that does not exist
 ├── MediaError             a GOP could not be decoded or encoded
 ├── DeliveryFailed         the brokers did not acknowledge a write
@@ -78,6 +80,14 @@ class StoreError(OnairError):
 
 
 class ObjectNotFound(StoreError):
+    pass
+
+
+class InvalidJson(OnairError):
+    pass
+
+
+class BodyTooLarge(OnairError):
     pass
 
 

@@ -11,9 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.http.body import read_json_object
 from pipeline.admin import admin_authorized
 from pipeline.channels import check_channel_name
-from pipeline.errors import AuthError, NotFound, OnairError
+from pipeline.errors import AuthError, InvalidJson, NotFound, OnairError
 from topics.channels import ChannelDirectory
 from topics.table import TableReader
 
@@ -96,9 +97,9 @@ class ChannelApi:
 
     async def create_channel(self, request: Request) -> Response:
         try:
-            body = await request.json()
+            body = await read_json_object(request)
             name = check_channel_name(str(body["name"]))
-        except (ValueError, KeyError, TypeError):
+        except (InvalidJson, ValueError, KeyError, TypeError):
             raise BadRequest('body must be JSON like {"name": "demo"}') from None
         key = await asyncio.to_thread(self.channels.create, name)
         return JSONResponse({"channel": name, "stream_key": key, **self._urls(name)}, 201)
@@ -108,10 +109,12 @@ class ChannelApi:
         in the VOD."""
         name = request.path_params["name"]
         try:
-            body = await request.json()
-            title, category = body.get("title"), body.get("category")
-        except (ValueError, AttributeError):
-            raise BadRequest('body must be JSON like {"title": "…", "category": "…"}') from None
+            body = await read_json_object(request)
+        except InvalidJson as exc:
+            raise BadRequest(
+                f'body must be JSON like {{"title": "…", "category": "…"}} ({exc})'
+            ) from None
+        title, category = body.get("title"), body.get("category")
         for value in (title, category):
             if value is not None and (not isinstance(value, str) or len(value) > 140):
                 raise BadRequest("title and category are strings of at most 140 characters")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -28,7 +27,8 @@ from starlette.websockets import WebSocket
 from gateway.chat.fanout import ClientOutbox
 from gateway.chat.frames import dumps, error_frame
 from pipeline.chat import Refusal, TokenBucket, valid_channel
-from pipeline.errors import AuthError
+from pipeline.errors import AuthError, InvalidJson
+from pipeline.jsonbody import parse_json_object
 from pipeline.tokens import verify_token
 from topics.client import DeliveryError
 
@@ -154,12 +154,9 @@ class ChatProtocol:
                 self._refuse(conn, "frame_too_large", f"frames are limited to {limit} characters")
                 continue
             try:
-                frame = json.loads(text)
-            except (ValueError, RecursionError):
-                self._refuse(conn, "bad_frame", "the frame is not JSON")
-                continue
-            if not isinstance(frame, dict):
-                self._refuse(conn, "bad_frame", "the frame is not a JSON object")
+                frame = parse_json_object(text)
+            except InvalidJson as exc:
+                self._refuse(conn, "bad_frame", f"the frame is {exc}")
                 continue
             await self._handle(conn, frame)
 

@@ -11,7 +11,6 @@ Admin endpoints need `Authorization: Bearer <admin token>`; bodies are JSON obje
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from gateway.http.body import read_json_object
 from pipeline.admin import admin_authorized
 from pipeline.chat import action_from_fields, valid_channel
+from pipeline.errors import BodyTooLarge, InvalidJson
 from pipeline.tokens import MAX_TTL_S, canonical_user, issue_token, verify_token
 from topics.client import DeliveryError
 
@@ -64,18 +65,12 @@ class ChatApi:
 
     @staticmethod
     async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return _http_error(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES}")
         try:
-            value = json.loads(body or b"{}")
-        except (ValueError, RecursionError):
-            return _http_error(400, "bad_request", "the body is not JSON")
-        if not isinstance(value, dict):
-            return _http_error(400, "bad_request", "the body is not a JSON object")
-        return value
+            return await read_json_object(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return _http_error(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES}")
+        except InvalidJson as exc:
+            return _http_error(400, "bad_request", f"the body is {exc}")
 
     async def _history_endpoint(self, request: Request) -> JSONResponse:
         channel = request.path_params["channel"]

@@ -16,13 +16,15 @@ registry every part adds its metrics to; `/metrics` renders it).
 Domain errors become responses in one place: `NotFound`/`ObjectNotFound` → 404,
 `AuthError` → 403, another `StoreError` → 503 (the store failed, not the client), any other
 `OnairError` → 400; under `/api/` as JSON `{"error": code, "message": text}`, elsewhere as
-plain text.
+plain text. A 5xx says only its status and a request id (also in `X-Request-Id`); the detail
+goes to the log line with that id.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from http import HTTPStatus
@@ -39,7 +41,14 @@ from gateway.http.player import PlayerPages
 from gateway.origin.cache import CacheConfig, ObjectCache
 from gateway.origin.hls import HlsOrigin
 from pipeline import metrics
-from pipeline.errors import AuthError, NotFound, ObjectNotFound, OnairError, StoreError
+from pipeline.errors import (
+    AuthError,
+    BodyTooLarge,
+    NotFound,
+    ObjectNotFound,
+    OnairError,
+    StoreError,
+)
 from pipeline.metrics import Registry
 from pipeline.store import ObjectStore
 
@@ -117,6 +126,8 @@ def status_for(exc: OnairError) -> int:
         return 403
     if isinstance(exc, StoreError):
         return 503
+    if isinstance(exc, BodyTooLarge):
+        return 413
     return 400
 
 
@@ -124,7 +135,18 @@ async def onair_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OnairError)
     status = status_for(exc)
     if status >= 500:
-        logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+        # the detail (a store's endpoint, bucket, key) is for the log; the client gets a
+        # generic answer and the id that finds the log line
+        request_id = secrets.token_hex(8)
+        logger.error(
+            "%s %s failed (request %s): %s", request.method, request.url.path, request_id, exc
+        )
+        message = f"{HTTPStatus(status).phrase}; request id {request_id}"
+        headers = {"x-request-id": request_id, "cache-control": "no-store"}
+        if request.url.path.startswith(API_PREFIX):
+            body = {"error": error_code(exc), "message": message, "request_id": request_id}
+            return JSONResponse(body, status_code=status, headers=headers)
+        return PlainTextResponse(message, status_code=status, headers=headers)
     message = str(exc) or HTTPStatus(status).phrase
     if request.url.path.startswith(API_PREFIX):
         return JSONResponse({"error": error_code(exc), "message": message}, status_code=status)

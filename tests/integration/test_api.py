@@ -133,6 +133,30 @@ async def test_title_change_on_a_live_channel_marks_a_stream_update(
     assert live[name]["stream_id"] == f"{name}-s" and live[name]["category"] == "games"
 
 
+async def test_a_lone_surrogate_or_an_oversized_body_is_a_clear_400_or_413(
+    client: httpx.AsyncClient,
+) -> None:
+    """`"\\ud800"` parses as JSON but cannot be stored: refused with a 400 before anything is
+    written (it was a 500), and the channel reads as before; a huge body is a 413."""
+    name = f"api_{uuid.uuid4().hex[:8]}"
+    await client.post("/api/channels", json={"name": name}, headers=_admin())
+    headers = {**_admin(), "content-type": "application/json"}
+    for field in ("title", "category"):
+        response = await client.patch(
+            f"/api/channels/{name}", content=f'{{"{field}": "\\ud800"}}', headers=headers
+        )
+        assert response.status_code == 400, field
+        assert response.json()["error"] == "bad_request"
+    created = await client.post("/api/channels", content='{"name": "\\udfff"}', headers=headers)
+    assert created.status_code == 400
+    channel = await client.get(f"/api/channels/{name}")
+    assert channel.status_code == 200 and channel.json()["title"] is None
+    huge = await client.patch(
+        f"/api/channels/{name}", content=b"{" + b" " * (64 * 1024) + b"}", headers=headers
+    )
+    assert huge.status_code == 413
+
+
 async def test_openapi_document_describes_the_api(client: httpx.AsyncClient) -> None:
     document = (await client.get("/api/openapi.json")).json()
     assert document["openapi"].startswith("3.")

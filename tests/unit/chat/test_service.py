@@ -190,3 +190,27 @@ def test_token_endpoint(http: TestClient) -> None:
 def test_history_needs_kafka(http: TestClient) -> None:
     assert http.get("/api/chat/room").status_code == 503
     assert http.get("/api/chat/room?limit=5000").status_code == 400
+
+
+def test_a_lone_surrogate_in_a_moderation_body_is_refused_and_applies_nothing(
+    http: TestClient,
+) -> None:
+    """`"\\ud800"` parses as JSON but cannot be encoded: the ban must be refused before it is
+    applied (it used to be applied, then every GET of the moderation list answered 500)."""
+    body = '{"user": "mallory", "reason": "\\ud800"}'
+    headers = {**ADMIN, "content-type": "application/json"}
+    response = http.post("/api/moderation/surr/ban", content=body, headers=headers)
+    assert response.status_code == 400 and response.json()["error"] == "bad_request"
+    state = http.get("/api/moderation/surr")
+    assert state.status_code == 200
+    assert state.json()["bans"] == []
+
+
+def test_a_lone_surrogate_in_a_frame_is_refused_not_echoed(http: TestClient) -> None:
+    with connect(http, "surrws") as ws:
+        ws.send_text('{"type": "ping", "nonce": "\\ud800"}')
+        reply = receive(ws)
+        assert reply["type"] == "error" and reply["code"] == "bad_frame"
+        assert "nonce" not in reply
+        ws.send_text(json.dumps({"type": "ping", "nonce": "n1"}))
+        assert receive(ws) == {"type": "pong", "nonce": "n1"}

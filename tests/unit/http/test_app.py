@@ -24,7 +24,7 @@ from pipeline.errors import (
     StoreError,
 )
 from pipeline.metrics import Registry
-from pipeline.store import LocalStore
+from pipeline.store import LocalStore, StoredObject
 
 ERRORS: dict[str, OnairError] = {
     "not-found": NotFound("no channel called zed"),
@@ -72,12 +72,42 @@ async def test_domain_errors_map_to_status(
     app = make_app(tmp_path)
     api = await call(app, "GET", f"/api/boom/{name}")
     assert api.status_code == status
-    assert api.json() == {"error": code, "message": str(ERRORS[name])}
-
     page = await call(app, "GET", f"/boom/{name}")
     assert page.status_code == status
     assert page.headers["content-type"].startswith("text/plain")
+    if status >= 500:  # the detail stays in the log: a generic text and a request id
+        request_id = api.headers["x-request-id"]
+        assert api.json() == {
+            "error": code,
+            "message": f"Service Unavailable; request id {request_id}",
+            "request_id": request_id,
+        }
+        assert page.text == f"Service Unavailable; request id {page.headers['x-request-id']}"
+        return
+    assert api.json() == {"error": code, "message": str(ERRORS[name])}
     assert page.text == ("Not Found" if status == 404 else str(ERRORS[name]))
+
+
+class FailingStore(LocalStore):
+    def get(self, key: str) -> StoredObject:
+        raise StoreError(
+            f"get {key}: Could not connect to the endpoint URL: "
+            "http://10.1.2.3:9000/internal-bucket/streams/x"
+        )
+
+
+async def test_a_store_failure_tells_viewers_nothing_internal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(FailingStore(tmp_path))
+    response = await call(app, "GET", "/live/demo/master.m3u8")
+    assert response.status_code == 503
+    assert "10.1.2.3" not in response.text and "internal-bucket" not in response.text
+    assert "live/demo" not in response.text
+    request_id = response.headers["x-request-id"]
+    assert request_id in response.text
+    logged = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
+    assert logged and "internal-bucket" in logged[0]
 
 
 async def test_unknown_api_path_is_json_404_elsewhere_plain(tmp_path: Path) -> None:
