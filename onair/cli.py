@@ -196,6 +196,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from gateway.ingest.handler import IngestHandler
+    from gateway.ingest.ownership import StreamOwnership
     from gateway.rtmp.guard import AuthGuard
     from gateway.rtmp.server import RtmpServer
     from pipeline.health import Health
@@ -213,6 +214,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         health.starting("reading the channels and the stream lifecycle from Kafka")
         channels = ChannelDirectory(settings.kafka_bootstrap)
         lifecycle = TableReader(settings.kafka_bootstrap, STREAMS, None)
+        ownership = StreamOwnership()
+        lifecycle.listeners.append(ownership.update)
         await asyncio.gather(asyncio.to_thread(channels.start), asyncio.to_thread(lifecycle.start))
         producer = AsyncProducer(settings.kafka_bootstrap)
         handler = IngestHandler(
@@ -221,7 +224,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             settings.ladder,
             reconnect_grace_s=settings.reconnect_grace_s,
             gop_part_ms=settings.gop_part_ms,
-            lifecycle=lifecycle,
+            ownership=ownership,
             registry=registry,
         )
         guard = AuthGuard(max_failures=settings.auth_max_failures, block_s=settings.auth_block_s)

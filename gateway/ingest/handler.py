@@ -23,6 +23,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.ingest.ownership import StreamOwnership
 from gateway.ingest.publication import KafkaPublication
 from pipeline.channels import new_stream_id
 from pipeline.errors import AuthError, ChannelBusy
@@ -35,7 +36,6 @@ from schemas.records import end_of_stream_record, gop_to_record
 from topics.channels import ChannelDirectory
 from topics.client import AsyncProducer, Delivery
 from topics.specs import GOPS, STREAMS
-from topics.table import TableReader
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class IngestHandler:
     ladder: Ladder
     reconnect_grace_s: float = 5.0
     gop_part_ms: int = 0  # >0: send each GOP in parts of this length as it arrives
-    lifecycle: TableReader | None = None  # onair.streams, latest event per channel
+    ownership: StreamOwnership | None = None  # onair.streams: who holds each channel's stream
     registry: Registry = field(default_factory=Registry)
     codec: Codec = field(default_factory=Codec)
     streams: dict[str, StreamState] = field(default_factory=dict)  # by channel
@@ -129,7 +129,7 @@ class IngestHandler:
 
     def _resumable_elsewhere(self, channel: str) -> StreamState | None:
         """A stream another ingest lost less than the grace ago, as `onair.streams` says."""
-        latest = self.lifecycle.get(channel) if self.lifecycle is not None else None
+        latest = self.ownership.get(channel) if self.ownership is not None else None
         if latest is None or latest["_type"] != "StreamInterrupted":
             return None
         if _now_ms() >= latest["interrupted_ms"] + latest["grace_ms"]:
@@ -144,11 +144,11 @@ class IngestHandler:
         )
 
     def _resumed_elsewhere(self, state: StreamState) -> bool:
-        latest = self.lifecycle.get(state.channel) if self.lifecycle is not None else None
+        latest = self.ownership.get(state.channel) if self.ownership is not None else None
         return (
             latest is not None
             and latest["stream_id"] == state.stream_id
-            and latest["_type"] in ("StreamResumed", "StreamUpdated", "StreamEnded")
+            and latest["_type"] in ("StreamResumed", "StreamEnded")
         )
 
     async def publish_gop(
