@@ -104,6 +104,7 @@ class Follower:
         self.caught_up = threading.Event()
         self._thread: threading.Thread | None = None
         self._down_since: float | None = None
+        self._fence: dict[int, int] = {}  # read up to there before the last failure
         self.last_error: str | None = None
         self.restarts = 0
         m = registry or Registry()
@@ -245,10 +246,16 @@ class Follower:
         )  # fmt: skip
 
     def _healthy(self, healthy_at: list[float]) -> None:
+        """This session did something well; after a failure that counts as recovered only
+        once it has handled past every position read before the failure."""
+        with self._lock:
+            down = self._down_since
+            if down is not None and any(self._next.get(p, n) < n for p, n in self._fence.items()):
+                return
+            self._down_since = None
+            self._fence.clear()
         if not healthy_at:
             healthy_at.append(time.monotonic())
-        with self._lock:
-            down, self._down_since = self._down_since, None
         if down is not None:
             self._up.set(1)
             logger.info(
@@ -258,29 +265,41 @@ class Follower:
     def _session(self, healthy_at: list[float]) -> None:
         """One consumer's life: until stopped (returns) or an error (raises)."""
         reader = Reader(self.bootstrap, self.topic, config=self._config, max_batch=self._max_batch)
-        with reader:
-            if self._all:
-                every = reader.partitions()
-                with self._lock:
-                    for partition in every:
-                        self._wanted.setdefault(partition, self._start)
-                    self._initial = set(every)
-                    self._all = False
-            while not self._stopping.is_set():
-                self._sync(reader)
-                if not reader.assigned:
-                    self._healthy(healthy_at)
-                    self._wake.wait(self._poll_s)
-                    self._wake.clear()
-                    continue
-                batch = reader.poll(self._poll_s)
-                if batch is not None and batch.messages:
-                    self._handler(batch.messages)
-                    self._records.inc(len(batch.messages))
-                if batch is not None:
-                    self._advance(batch.positions)
-                if (batch is not None and batch.messages) or reader.idle:
-                    self._healthy(healthy_at)
+        try:
+            self._follow(reader, healthy_at)
+        except Exception:
+            with self._lock:  # where it had read to: recovered once handled past there
+                for partition, position in reader.cursor.next.items():
+                    if partition in self._next:
+                        fence = max(self._fence.get(partition, 0), position)
+                        self._fence[partition] = fence
+            raise
+        finally:
+            reader.close()
+
+    def _follow(self, reader: Reader, healthy_at: list[float]) -> None:
+        if self._all:
+            every = reader.partitions()
+            with self._lock:
+                for partition in every:
+                    self._wanted.setdefault(partition, self._start)
+                self._initial = set(every)
+                self._all = False
+        while not self._stopping.is_set():
+            self._sync(reader)
+            if not reader.assigned:
+                self._healthy(healthy_at)
+                self._wake.wait(self._poll_s)
+                self._wake.clear()
+                continue
+            batch = reader.poll(self._poll_s)
+            if batch is not None and batch.messages:
+                self._handler(batch.messages)
+                self._records.inc(len(batch.messages))
+            if batch is not None:
+                self._advance(batch.positions)
+            if (batch is not None and batch.messages) or reader.idle:
+                self._healthy(healthy_at)
 
     def _sync(self, reader: Reader) -> None:
         """Apply `add()`/`remove()` to the consumer."""
@@ -292,6 +311,7 @@ class Follower:
                     del self._wanted[partition]
                     self._next.pop(partition, None)
                     self._ends.pop(partition, None)
+                    self._fence.pop(partition, None)
             gone = reader.assigned - self._wanted.keys()
             new = {p: s for p, s in self._wanted.items() if p not in reader.assigned}
             known = {p: Track(self._next[p], self._ends[p]) for p in new if p in self._next}
