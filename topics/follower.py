@@ -304,6 +304,7 @@ class Follower:
     def _sync(self, reader: Reader) -> None:
         """Apply `add()`/`remove()` to the consumer."""
         now = time.monotonic()
+        dropped: list[_AllOf] = []  # add() futures of partitions removed before assigned
         with self._lock:
             for partition, at in list(self._removals.items()):
                 if at <= now:
@@ -312,9 +313,12 @@ class Follower:
                     self._next.pop(partition, None)
                     self._ends.pop(partition, None)
                     self._fence.pop(partition, None)
+                    dropped.extend(self._futures.pop(partition, []))
             gone = reader.assigned - self._wanted.keys()
             new = {p: s for p, s in self._wanted.items() if p not in reader.assigned}
             known = {p: Track(self._next[p], self._ends[p]) for p in new if p in self._next}
+        for tracker in dropped:
+            tracker.cancel()
         if gone:
             reader.release(gone)
             logger.info("follower %s: released %s[%s]", self.name, self.topic, sorted(gone))
