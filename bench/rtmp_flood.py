@@ -1,6 +1,6 @@
 """Does one hostile RTMP client hurt an honest publisher on the same ingest?
 
-    python -m bench.rtmp_flood [--attack c3,chunk1,amf] [--seconds 4] [--attackers 1]
+    python -m bench.rtmp_flood [--attack c3,chunk1,amf,c3key] [--seconds 4] [--attackers 1]
 
 One `RtmpServer` in this process (a recording handler, no Kafka). An honest publisher (a
 thread with a blocking socket, so its clock does not depend on the server's event loop) sends
@@ -14,7 +14,8 @@ Attacks (all without a stream key unless said):
 - `c3`: after the handshake, one fmt-0 header (csid 3, length 0, type 99), then `0xC3` bytes:
   every byte is a complete zero-length message;
 - `chunk1`: Set Chunk Size 1, then 64 KiB messages one byte per chunk;
-- `amf`: AMF0 data messages of 64 KiB (tiny values) before `connect`.
+- `amf`: AMF0 data messages of 64 KiB (tiny values) before `connect`;
+- `c3key`: the `c3` flood after a publish accepted with a valid key.
 
 Columns: lag = lateness of a 5 ms timer on the server's loop (p99 / max); delay = honest
 frame sent → handed to the publication (p50 / p99 / max); frames = honest video frames
@@ -133,7 +134,8 @@ def honest_publisher(port: int, seconds: float, sent: dict[int, float]) -> None:
         audio_ms = 0.0
         while (now := time.monotonic()) - start < seconds:
             ts = frame * 1000 // 30
-            out = writer.write(Message(MessageType.VIDEO, 1, ts, _nal_tag(frame % 60 == 0, FRAME_BYTES), 6))
+            tag = _nal_tag(frame % 60 == 0, FRAME_BYTES)
+            out = writer.write(Message(MessageType.VIDEO, 1, ts, tag, 6))
             while audio_ms <= ts:
                 out += writer.write(
                     Message(MessageType.AUDIO, 1, int(audio_ms), b"\xaf\x01" + bytes(180), 4)
@@ -152,9 +154,24 @@ def honest_publisher(port: int, seconds: float, sent: dict[int, float]) -> None:
 def attack_bytes(kind: str) -> tuple[bytes, bytes]:
     """(what the attacker sends once after the handshake, what it then repeats)."""
     w = ChunkWriter()
-    if kind == "c3":
+    if kind in ("c3", "c3key"):
         head = b"\x03" + bytes(3) + bytes(3) + bytes([99]) + bytes(4)
-        return head, b"\xc3" * 65536
+        if kind == "c3key":
+            publish = amf0.encode("publish", 0.0, None, KEY, "live")
+            head = (
+                w.write(
+                    Message(
+                        MessageType.COMMAND_AMF0, 0, 0, amf0.encode("connect", 1.0, {"app": "live"})
+                    )
+                )
+                + w.write(Message(MessageType.COMMAND_AMF0, 1, 0, publish))
+                + b"\x08"
+                + bytes(3)
+                + bytes(3)
+                + bytes([99])
+                + bytes(4)
+            )
+        return head, b"\xc8" * 65536 if kind == "c3key" else b"\xc3" * 65536
     if kind == "chunk1":
         head = w.write(Message(MessageType.SET_CHUNK_SIZE, 0, 0, (1).to_bytes(4, "big"), 2))
         w.chunk_size = 1
@@ -183,6 +200,8 @@ def attacker(port: int, kind: str, seconds: float, result: AttackResult) -> None
     try:
         sock.sendall(HANDSHAKE + head)
         result.bytes_sent += len(HANDSHAKE) + len(head)
+        if kind == "c3key":
+            time.sleep(0.3)  # the publish is accepted
         while time.monotonic() - start < seconds:
             sock.sendall(body)
             result.bytes_sent += len(body)
@@ -228,12 +247,13 @@ async def run(kind: str | None, seconds: float, attackers: int) -> RunResult:
                 )
         for thread in threads:
             thread.start()
-        while any(t.is_alive() for t in threads):
-            await asyncio.sleep(0.05)
+        for thread in threads:
+            await asyncio.to_thread(thread.join)
         await asyncio.sleep(0.5)
         done.set()
         await tick
-        result.delays = [handler.arrivals[ts] - at for ts, at in sent.items() if ts in handler.arrivals]
+        arrivals = handler.arrivals
+        result.delays = [arrivals[ts] - at for ts, at in sent.items() if ts in arrivals]
         result.frames = len(result.delays)
         result.protocol_errors = server.counts.protocol_errors_total
         result.budget = getattr(server.counts, "budget_exceeded_total", 0)
@@ -249,7 +269,7 @@ def _ms(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--attack", default="c3,chunk1,amf")
+    parser.add_argument("--attack", default="c3,chunk1,amf,c3key")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--attackers", type=int, default=1)
     args = parser.parse_args()
