@@ -27,6 +27,7 @@ from pipeline.errors import ProtocolError
 from pipeline.metrics import Registry
 from tests.unit.rtmp.rtmp_client import TestPublisher
 from tests.unit.rtmp.samples import aac_frame_tag, aac_header_tag, avc_frame_tag, avc_header_tag
+from tests.unit.rtmp.test_flv import _worst_sps
 from tests.unit.rtmp.test_server import GOOD_KEY, Client, Handler
 
 # fmt-0 header on csid 3: length 0, type 99, stream 0; every 0xC3 after it is one more message
@@ -202,19 +203,24 @@ async def test_chunk_size_below_the_minimum_is_refused(server: RtmpServer) -> No
 
 
 async def test_parse_cpu_budget_closes_an_expensive_connection(handler: Handler) -> None:
+    """Valid but costly input (sequence headers of the slowest SPS there is, ~0.5 ms each)
+    from a publisher with a key: past its parse-CPU allowance the connection is closed."""
+    sps = _worst_sps()
+    record = b"\x01\xf4\x00\x28\xff\xe1" + len(sps).to_bytes(2, "big") + sps
+    record += b"\x01\x00\x04\x68\xce\x0f\xc8"
     limits = RtmpLimits(parse_cpu_share=0.001, parse_cpu_burst_s=0.02)
-    async with RtmpServer("127.0.0.1", 0, handler, limits=limits) as server:
+    registry = Registry()
+    async with RtmpServer("127.0.0.1", 0, handler, limits=limits, registry=registry) as server:
         client = await Client.open(server)
         status = await client.publish()
         assert status is not None and status["code"] == "NetStream.Publish.Start"
-        many_nals = avc_frame_tag(True, nals=(b"\x65",) * 100_000)  # ~500 KB, costly to check
-        rtmp = client.rtmp
-        await client.send(rtmp.video(0, avc_header_tag()))
-        for i in range(1, 11):
-            with contextlib.suppress(ConnectionError):
-                await client.send(rtmp.video(i * 40, many_nals))
+        header = client.rtmp.video(0, avc_header_tag(record))
+        with contextlib.suppress(ConnectionError):
+            for _ in range(20):
+                await client.send(header * 10)
         assert await client.eof()
         assert server.counts.budget_exceeded_total == 1
+    assert 'onair_rtmp_budget_exceeded_total{budget="cpu"} 1' in registry.render()
 
 
 async def test_refusals_are_logged_at_a_limited_rate(
