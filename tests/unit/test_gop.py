@@ -222,3 +222,29 @@ def test_limits_hold_for_any_stream(
             assert gop.units[0].keyframe and gop.units[0].track is Track.VIDEO
         if gop.close_reason == "max_duration" and not release:
             assert gop.video[-1].dts_90k - gop.units[0].dts_90k < limits.max_duration_90k
+
+
+def test_released_parts_assemble_into_the_same_gop_record() -> None:
+    """The ingest's flow (parts while the GOP arrives, `unsent()` at the close) gives the
+    same whole GOP with `release_parts` as without."""
+    from schemas.records import PartAssembler, gop_to_record
+
+    stream = [video(0, True), audio(100), video(3000), audio(3100), video(6000), audio(7000)]
+    wholes = []
+    for release in (False, True):
+        cutter = GopCutter("s", CONFIG, release_parts=release)
+        parts = []
+        for unit in stream:
+            cutter.push(unit)
+            if taken := cutter.take_part():
+                head = Gop("s", 0, CONFIG, tuple(taken), 3000, 0)
+                parts.append(gop_to_record(head, channel="c", ingest_time_ms=0, last_part=False))
+                parts[-1]["part_index"] = len(parts) - 1
+        gop = cutter.push(video(9000, True))
+        assert gop is not None
+        last = Gop("s", 0, CONFIG, tuple(cutter.unsent(gop)), gop.start_pts_90k, gop.duration_90k)
+        parts.append(gop_to_record(last, channel="c", ingest_time_ms=0, part_index=len(parts)))
+        assembler = PartAssembler()
+        wholes.append([assembler.add(p) for p in parts][-1])
+    assert wholes[0] is not None and wholes[0] == wholes[1]
+    assert [p["dts_90k"] for p in wholes[1]["packets"]] == [0, 100, 3000, 3100, 6000, 7000]
