@@ -332,7 +332,11 @@ class _Connection:
         server = self.server
         if server.guard.is_blocked(self.peer):
             server.count("publishes_refused_total")
-            logger.warning("rtmp %s: publish refused: address blocked", self.peer)
+            held = server.log_limiter.allow("refused: blocked")
+            if held is not None:
+                logger.warning(
+                    "rtmp %s: publish refused: address blocked%s", self.peer, suffix(held)
+                )
             await self._send(self.session.refuse_publish(BLOCKED_MESSAGE))
             return []
         try:
@@ -342,7 +346,9 @@ class _Connection:
             if not isinstance(exc, ChannelBusy):  # a right key on a live channel is no attack
                 server.guard.record_failure(self.peer)
             message = str(exc) or "Publish refused."
-            logger.warning("rtmp %s: publish refused: %s", self.peer, message)
+            held = server.log_limiter.allow(("refused", message))
+            if held is not None:
+                logger.warning("rtmp %s: publish refused: %s%s", self.peer, message, suffix(held))
             await self._send(self.session.refuse_publish(message))
             return []
         server.guard.record_success(self.peer)
