@@ -198,6 +198,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.ingest.handler import IngestHandler
     from gateway.ingest.ownership import StreamOwnership
     from gateway.rtmp.guard import AuthGuard
+    from gateway.rtmp.limits import RtmpLimits
     from gateway.rtmp.server import RtmpServer
     from pipeline.health import Health
     from pipeline.metrics import Registry
@@ -228,7 +229,22 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             registry=registry,
         )
         guard = AuthGuard(max_failures=settings.auth_max_failures, block_s=settings.auth_block_s)
-        server = RtmpServer(settings.rtmp_host, settings.rtmp_port, handler, guard)
+        limits = RtmpLimits(
+            min_chunk_size=settings.rtmp_min_chunk_size,
+            prepublish_max_bytes=settings.rtmp_prepublish_max_bytes,
+            prepublish_max_messages=settings.rtmp_prepublish_max_messages,
+            max_messages_per_s=settings.rtmp_max_messages_per_s,
+            parse_slice_bytes=settings.rtmp_parse_slice_bytes,
+            parse_cpu_share=settings.rtmp_parse_cpu_share,
+        )
+        server = RtmpServer(
+            settings.rtmp_host,
+            settings.rtmp_port,
+            handler,
+            guard,
+            limits=limits,
+            registry=registry,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

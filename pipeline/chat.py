@@ -1,10 +1,12 @@
 """Chat rules, pure: what a chat server checks before a message is produced.
 
 `ChatRules.check()` runs, in order: ban / timeout (`ModerationState`), text normalisation
-(`normalize_text`: control characters out, NFC, trimmed, at most `max_text_chars`), slow mode,
-the duplicate-spam guard, and last the per-user token bucket, so only a message that will be
-produced costs a token. A refusal is a `Refusal` value with a stable `code` (the WebSocket
-error code) and, where waiting helps, `retry_after_ms`.
+(`normalize_text`: control, format and invisible characters out, NFC, combining marks capped
+per character, trimmed; empty or longer than `max_text_chars` is refused), slow mode, the
+duplicate-spam guard (on a fingerprint that ignores case, spacing and what renders the same),
+and last the per-user token bucket, so only a message that will be produced costs a token.
+A refusal is a `Refusal` value with a stable `code` (the WebSocket error code) and, where
+waiting helps, `retry_after_ms`.
 
 `ModerationState` is the latest moderation action per key (ban/timeout/unban per user, slow
 mode per channel, deleted message ids). Its keys are the `onair.moderation` topic's keys, so
@@ -29,6 +31,7 @@ from pipeline.tokens import canonical_user
 logger = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS: Final = 500
+MAX_MARKS_PER_CHAR: Final = 4  # combining marks (and one variation selector) on one character
 MAX_TIMEOUT_S: Final = 14 * 24 * 3600
 MAX_SLOW_MODE_S: Final = 24 * 3600
 CHANNEL_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -51,6 +54,34 @@ _WHITESPACE_CONTROLS = {"\t", "\n", "\r", "\x0b", "\x0c", "\u2028", "\u2029", "\
 # Bidirectional embeddings/overrides/isolates: they reorder what follows them on screen.
 _BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _SPACES = re.compile(r"\s+")
+ZWNJ: Final = "\u200c"
+ZWJ: Final = "\u200d"
+_JOINERS = frozenset((ZWNJ, ZWJ))
+# Invisible characters that are not in category Cf (format, removed whole): Unicode's
+# Default_Ignorable_Code_Point set (combining grapheme joiner, Hangul fillers, Khmer inherent
+# vowels, the unassigned U+FFF0-FFF8 and U+E0000-E0FFF), plus U+2800 (braille blank, a
+# letter-sized nothing). Variation selectors are kept apart: one per character (below).
+_INVISIBLE_RANGES: Final = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x2800, 0x2800),
+    (0x3164, 0x3164),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0xE0000, 0xE00FF),  # tag characters (Cf) and the unassigned rest of the block
+    (0xE01F0, 0xE0FFF),
+)
+_SELECTOR_RANGES: Final = ((0x180B, 0x180D), (0x180F, 0x180F), (0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
+# a joiner is kept only inside a sequence it can shape: after a character of these categories
+# (emoji, modifiers, letters of scripts without case) and before one of the second set
+_JOIN_AFTER: Final = frozenset(("So", "Sk", "Lo", "Lm"))
+_JOIN_BEFORE: Final = frozenset(("So", "Lo", "Lm"))
+
+
+def _in(ranges: tuple[tuple[int, int], ...], char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in ranges)
 
 
 def valid_channel(name: str) -> bool:
@@ -64,18 +95,66 @@ class Refusal:
     retry_after_ms: int | None = None
 
 
-def normalize_text(raw: str) -> str:
-    """Line breaks and tabs become spaces, other control characters (C0, C1, lone surrogates,
-    bidi overrides) are removed, then NFC, then leading/trailing whitespace is trimmed."""
+def normalize_text(raw: str, max_marks: int = MAX_MARKS_PER_CHAR) -> str:
+    """The text as it is stored and shown (docs/chat.md, "Normalisation"):
+
+    1. line breaks and tabs become spaces; control characters (C0, C1), lone surrogates,
+       format characters (Cf: zero-width space, soft hyphen, word joiner, BOM, bidi marks and
+       overrides, tag characters, ...) and other invisible ones (Hangul fillers, braille blank,
+       combining grapheme joiner) are removed; ZWJ/ZWNJ wait for step 3;
+    2. NFD (so "é" counts as e + one mark), trimmed;
+    3. each character keeps at most `max_marks` combining marks, of which at most one
+       variation selector; marks on nothing or on a space go; ZWJ/ZWNJ stay only between two
+       characters they can join (emoji sequences, letters of scripts without case);
+    4. NFC, trimmed. The result may be empty: the caller refuses it.
+
+    Idempotent: normalising the result changes nothing."""
     kept = []
     for char in raw:
         if char in _WHITESPACE_CONTROLS:
             kept.append(" ")
-        elif char in _BIDI or unicodedata.category(char) in ("Cc", "Cs"):
-            continue
-        else:
+        elif char in _JOINERS or not _invisible(char):
             kept.append(char)
-    return unicodedata.normalize("NFC", "".join(kept)).strip()
+    text = unicodedata.normalize("NFD", "".join(kept)).strip()
+    text = _shape(text, max_marks)
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def _invisible(char: str) -> bool:
+    return (
+        char in _BIDI
+        or unicodedata.category(char) in ("Cc", "Cs", "Cf")
+        or _in(_INVISIBLE_RANGES, char)
+    )
+
+
+def _shape(text: str, max_marks: int) -> str:
+    """Step 3 of `normalize_text`: marks capped per base character, joiners in context."""
+    out: list[str] = []
+    base = ""  # the character the marks that follow sit on ("" = none)
+    marks = selectors = 0
+    for i, char in enumerate(text):
+        if char in _JOINERS:
+            after = text[i + 1] if i + 1 < len(text) else ""
+            if (
+                base
+                and after
+                and unicodedata.category(base) in _JOIN_AFTER
+                and unicodedata.category(after) in _JOIN_BEFORE
+            ):
+                out.append(char)
+            continue
+        if unicodedata.category(char).startswith("M"):
+            selector = _in(_SELECTOR_RANGES, char)
+            if not base or base.isspace() or marks >= max_marks or (selector and selectors):
+                continue
+            marks += 1
+            selectors += selector
+            out.append(char)
+            continue
+        base, marks, selectors = char, 0, 0
+        out.append(char)
+    return "".join(out)
 
 
 def check_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> Refusal | None:
@@ -173,7 +252,11 @@ class DuplicateGuard:
 
     @staticmethod
     def _fingerprint(text: str) -> str:
-        return _SPACES.sub(" ", text.casefold()).strip()
+        """What a copy must differ in to count as another message: not case, spacing,
+        compatibility forms (fullwidth, mathematical letters), joiners or selectors."""
+        folded = unicodedata.normalize("NFKC", text).casefold()
+        visible = "".join(c for c in folded if c not in _JOINERS and not _in(_SELECTOR_RANGES, c))
+        return _SPACES.sub(" ", visible).strip()
 
     def wait_s(self, channel: str, user: str, text: str, now_s: float) -> float:
         last = self._last.get((channel, user))
@@ -416,6 +499,7 @@ class ChatLimits:
     rate_per_s: float = 1.0
     burst: float = 3.0
     max_text_chars: int = MAX_TEXT_CHARS
+    max_marks_per_char: int = MAX_MARKS_PER_CHAR
     duplicate_window_s: float = 30.0
     max_users: int = 100_000  # per-user tables keep at most this many entries
 
@@ -436,7 +520,7 @@ class ChatRules:
         restricted = self.moderation.restriction(channel, user, int(now_s * 1000))
         if restricted is not None:
             return restricted
-        text = normalize_text(raw_text)
+        text = normalize_text(raw_text, self.limits.max_marks_per_char)
         bad_text = check_text(text, self.limits.max_text_chars)
         if bad_text is not None:
             return bad_text

@@ -6,7 +6,8 @@ OnairError
 │   ├── HandshakeError     RTMP handshake
 │   ├── ChunkError         RTMP chunk stream
 │   ├── AmfError           AMF0 value
-│   └── FlvError           FLV tag / AVC / AAC config
+│   ├── FlvError           FLV tag / AVC / AAC config
+│   └── BudgetExceeded     a client spent its byte, message or CPU budget (names which)
 ├── AuthError              a stream key or user token was refused
 ├── CodecError             a schema-encoded event could not be read; skip and count it
 │   ├── UnknownSchemaError the fingerprint names no schema we know
@@ -53,6 +54,14 @@ class AmfError(ProtocolError):
 
 class FlvError(ProtocolError):
     pass
+
+
+class BudgetExceeded(ProtocolError):
+    """A client used more than a connection is allowed (`budget`: what ran out)."""
+
+    def __init__(self, budget: str, problem: str) -> None:
+        super().__init__(problem)
+        self.budget = budget
 
 
 class AuthError(OnairError):

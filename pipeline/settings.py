@@ -19,6 +19,9 @@ from pipeline.errors import ConfigError
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 
 N = TypeVar("N", int, float)
+KIB = 1024
+MIB = 1024 * KIB
+GOP_BYTES_CEILING = 15 * MIB  # the GOP topic takes 16 MiB a message: room for the record around
 
 
 def _number(name: str, raw: str, low: N, high: N, kind: type[N]) -> N:
@@ -71,6 +74,18 @@ class Settings:
     group_prefix: str = "onair"  # consumer groups: <prefix>.transcode.<rung>, <prefix>-packager
     auth_max_failures: int = 5
     auth_block_s: float = 300.0
+    # what one RTMP connection may spend (gateway/rtmp/limits.py says what each protects)
+    rtmp_min_chunk_size: int = 128  # the protocol's default; OBS and ffmpeg send 4096
+    rtmp_prepublish_max_bytes: int = 64 * KIB  # before a publish is accepted, handshake included
+    rtmp_prepublish_max_messages: int = 128
+    rtmp_max_messages_per_s: float = 1000.0  # after the publish; burst: two seconds' worth
+    rtmp_parse_slice_bytes: int = 16 * KIB  # parsed between two yields to the event loop
+    rtmp_parse_cpu_share: float = 0.25  # of one core, sustained (burst: 1 s of CPU)
+    # a GOP without a next keyframe is closed at these bounds (and the stream waits for a
+    # keyframe): memory per publisher, and the whole GOP stays within the topic's 16 MiB
+    gop_max_duration_ms: int = 20_000
+    gop_max_bytes: int = 12 * MIB
+    chat_max_marks_per_char: int = 4  # combining marks kept on one base character
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +126,45 @@ class Settings:
         take("ONAIR_GROUP_PREFIX", "group_prefix", _group_prefix)
         take("ONAIR_AUTH_MAX_FAILURES", "auth_max_failures", lambda n, r: _int(n, r, 1, 1000))
         take("ONAIR_AUTH_BLOCK_S", "auth_block_s", lambda n, r: _float(n, r, 0, 86400))
+        take("ONAIR_RTMP_MIN_CHUNK_SIZE", "rtmp_min_chunk_size", lambda n, r: _int(n, r, 1, 4096))
+        take(
+            "ONAIR_RTMP_PREPUBLISH_MAX_BYTES",
+            "rtmp_prepublish_max_bytes",
+            lambda n, r: _int(n, r, 4 * KIB, 16 * MIB),
+        )
+        take(
+            "ONAIR_RTMP_PREPUBLISH_MAX_MESSAGES",
+            "rtmp_prepublish_max_messages",
+            lambda n, r: _int(n, r, 16, 100_000),
+        )
+        take(
+            "ONAIR_RTMP_MAX_MESSAGES_PER_S",
+            "rtmp_max_messages_per_s",
+            lambda n, r: _float(n, r, 100, 1_000_000),
+        )
+        take(
+            "ONAIR_RTMP_PARSE_SLICE_BYTES",
+            "rtmp_parse_slice_bytes",
+            lambda n, r: _int(n, r, 1 * KIB, 1 * MIB),
+        )
+        take(
+            "ONAIR_RTMP_PARSE_CPU_SHARE", "rtmp_parse_cpu_share", lambda n, r: _float(n, r, 0.01, 1)
+        )
+        take(
+            "ONAIR_GOP_MAX_DURATION_MS",
+            "gop_max_duration_ms",
+            lambda n, r: _int(n, r, 1000, 120_000),
+        )
+        take(
+            "ONAIR_GOP_MAX_BYTES",
+            "gop_max_bytes",
+            lambda n, r: _int(n, r, 64 * KIB, GOP_BYTES_CEILING),
+        )
+        take(
+            "ONAIR_CHAT_MAX_MARKS_PER_CHAR",
+            "chat_max_marks_per_char",
+            lambda n, r: _int(n, r, 1, 32),
+        )
         if str(values.get("storage_url", "")).startswith("s3://") and not values.get("s3_endpoint"):
             raise ConfigError("ONAIR_S3_ENDPOINT", "required when ONAIR_STORAGE_URL is s3://")
         return cls(**values).with_secrets()

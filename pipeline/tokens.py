@@ -6,6 +6,12 @@ with a key derived from the platform's token secret (so the secret itself signs 
 by accident). Verification checks the shape and size first, compares signatures in constant
 time, and only then reads the payload. Every refusal raises `AuthError` with a message that
 never echoes the token.
+
+Base64url is read strictly: the URL-safe alphabet only, no padding, and only the spelling
+`issue_token` writes (the unused low bits of the last character are zero). A lenient decoder
+let one token verify under six spellings (`=`, `==` or `!!` appended, `+`/`/` for `-`/`_`,
+other unused bits): exactly one spelling verifies, so a token can serve as a key (revocation
+lists, logs, rate limits) without being aliased.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ DEFAULT_TTL_S = 24 * 3600
 MAX_TTL_S = 365 * 24 * 3600
 MAX_TOKEN_CHARS = 512
 USER_RE = re.compile(r"[a-z0-9_]{1,25}")
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _KEY_LABEL = b"onair/user-token/v1"
 
 
@@ -58,8 +65,13 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    padded = text + "=" * (-len(text) % 4)
-    return base64.urlsafe_b64decode(padded.encode("ascii"))
+    """Strict base64url without padding: ValueError for anything `_b64` would not write."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:  # non-zero unused bits in the last character
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _sign(key: bytes, signed_part: str) -> bytes:

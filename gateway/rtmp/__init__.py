@@ -7,6 +7,7 @@ flv.py         AVC / AAC tag bodies, SPS, ASC           FlvError
 to_media.py    FLV tags → CodecConfig, MediaUnit
 session.py     the publish state machine: bytes in, bytes out + events
 guard.py       per-address failed-auth blocking
+limits.py      what one connection may spend before and after its publish (budgets)
 server.py      asyncio listener driving one RtmpSession per connection
 types.py       PublishHandler / Publication: what the rest of onair implements
 """

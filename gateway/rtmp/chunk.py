@@ -15,8 +15,12 @@ ffmpeg and librtmp (OBS) repeat the extended timestamp on fmt-3 continuation chu
 servers of old do not. For continuation chunks we look at the next four bytes and skip them
 when they repeat the stored value, so both kinds parse.
 
-Hostile input is bounded: a message's length, the bytes held in partly received messages and
-the number of chunk streams have limits, and every violation raises `ChunkError`.
+Hostile input is bounded: a message's length, the bytes held in partly received messages, the
+number of chunk streams and the peer's chunk size (at least `min_chunk_size`: chunk size 1
+costs a header per byte) have limits, and every violation raises `ChunkError`. The caller may
+also give the reader a `message_budget`, the number of messages it may still complete: a
+zero-length message is a single byte on the wire, so only a count stops a flood of them in
+the middle of one `feed()`; running out raises `BudgetExceeded`.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from pipeline.errors import ChunkError
+from pipeline.errors import BudgetExceeded, ChunkError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 128
+MIN_CHUNK_SIZE = DEFAULT_CHUNK_SIZE  # what a peer may set; below the default helps nobody
 MAX_CHUNK_SIZE = 1 << 24
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 MAX_PENDING_BYTES = 32 * 1024 * 1024
@@ -105,11 +110,15 @@ class ChunkReader:
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_pending_bytes: int = MAX_PENDING_BYTES,
         max_chunk_streams: int = MAX_CHUNK_STREAMS,
+        min_chunk_size: int = MIN_CHUNK_SIZE,
     ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_message_size = max_message_size
         self.max_pending_bytes = max_pending_bytes
         self.max_chunk_streams = max_chunk_streams
+        self.min_chunk_size = min_chunk_size
+        self.message_budget: int | None = None  # messages it may still complete; None: any
+        self.messages_total = 0  # complete messages parsed, control messages included
         self._streams: dict[int, _StreamState] = {}
         self._buf = bytearray()
         self._body_csid = -1  # csid whose chunk payload is being read, -1 between chunks
@@ -249,12 +258,17 @@ class ChunkReader:
         assert state.payload is not None
         if len(state.payload) < state.length:
             return
+        self.messages_total += 1
+        if self.message_budget is not None:
+            if self.message_budget <= 0:
+                raise BudgetExceeded("messages", "message budget spent")
+            self.message_budget -= 1
         payload = bytes(state.payload)
         self._pending_bytes -= len(payload)
         state.payload = None
         message = Message(state.type_id, state.stream_id, state.timestamp, payload, csid)
         if message.type_id == MessageType.SET_CHUNK_SIZE:
-            self.chunk_size = parse_chunk_size(payload)
+            self.chunk_size = parse_chunk_size(payload, self.min_chunk_size)
         elif message.type_id == MessageType.ABORT:
             self._abort(_u32(payload, "Abort"))
         else:
@@ -267,10 +281,10 @@ class ChunkReader:
             state.payload = None
 
 
-def parse_chunk_size(payload: bytes) -> int:
+def parse_chunk_size(payload: bytes, min_size: int = MIN_CHUNK_SIZE) -> int:
     size = _u32(payload, "Set Chunk Size") & 0x7FFFFFFF  # the top bit is reserved, always 0
-    if not 1 <= size <= MAX_CHUNK_SIZE:
-        raise ChunkError(f"chunk size {size} out of range 1..{MAX_CHUNK_SIZE}")
+    if not max(1, min_size) <= size <= MAX_CHUNK_SIZE:
+        raise ChunkError(f"chunk size {size} out of range {max(1, min_size)}..{MAX_CHUNK_SIZE}")
     return size
 
 
@@ -382,11 +396,13 @@ class ChunkConnection:
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_pending_bytes: int = MAX_PENDING_BYTES,
         max_chunk_streams: int = MAX_CHUNK_STREAMS,
+        min_chunk_size: int = MIN_CHUNK_SIZE,
     ) -> None:
         self.reader = ChunkReader(
             max_message_size=max_message_size,
             max_pending_bytes=max_pending_bytes,
             max_chunk_streams=max_chunk_streams,
+            min_chunk_size=min_chunk_size,
         )
         self.writer = ChunkWriter()
         self.bytes_received = 0

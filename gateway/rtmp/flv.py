@@ -31,6 +31,10 @@ AVC_CODEC_ID = 7
 AAC_SOUND_FORMAT = 10
 MAX_MACROBLOCKS_PER_SIDE = 1024  # 16384 pixels
 MAX_SPS_BYTES = 4096  # far more than the fields up to the cropping window can take
+# NAL units in one video tag: AUD, SPS, PPS, SEI and slices; encoders that slice per
+# macroblock row reach ~135 at 2160p. Each costs a step of pure-Python parsing: 16 MiB of
+# 1-byte NAL units took ~1 s of the shared event loop.
+MAX_NALUS_PER_TAG = 1024
 
 VIDEO_CODECS = {
     1: "JPEG",
@@ -173,13 +177,21 @@ def parse_audio_tag(body: bytes) -> AudioTag:
 
 
 def check_avcc_framing(data: bytes) -> None:
-    """Every NAL unit's 4-byte length must land exactly on the end of the data."""
+    """Every NAL unit's 4-byte length must land exactly on the end of the data; no NAL unit
+    is empty, and there are at most `MAX_NALUS_PER_TAG` of them."""
     pos = 0
     end = len(data)
+    count = 0
     while pos < end:
         if pos + 4 > end:
             raise FlvError("truncated NAL unit length")
-        pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        if size == 0:
+            raise FlvError("empty NAL unit in the video tag")
+        count += 1
+        if count > MAX_NALUS_PER_TAG:
+            raise FlvError(f"more than {MAX_NALUS_PER_TAG} NAL units in one video tag")
+        pos += 4 + size
         if pos > end:
             raise FlvError("NAL unit runs past the end of the video tag")
 
@@ -222,29 +234,45 @@ def _parameter_sets(
 
 
 class _Bits:
-    """Bit reader over an RBSP (emulation prevention bytes already removed)."""
+    """Bit reader over an RBSP (emulation prevention bytes already removed). A read looks
+    only at the bytes it covers, and an exp-Golomb code is read whole: holding the RBSP as
+    one integer made every read shift a 32 k-bit number, and codes were read a bit at a
+    time (a 4 KiB SPS of long codes: ~16 k shifts)."""
 
     def __init__(self, data: bytes) -> None:
-        self.value = int.from_bytes(data, "big")
+        self.data = data
         self.size = len(data) * 8
         self.pos = 0
 
+    def _peek(self, start: int, n: int) -> int:
+        """`n` bits from bit `start` (the caller checked they are there)."""
+        end = start + n
+        last_byte = (end + 7) >> 3
+        window = int.from_bytes(self.data[start >> 3 : last_byte], "big")
+        return (window >> ((last_byte << 3) - end)) & ((1 << n) - 1)
+
     def u(self, n: int) -> int:
-        if self.pos + n > self.size:
+        start = self.pos
+        if start + n > self.size:
             raise FlvError("SPS ends too early")
-        self.pos += n
-        return (self.value >> (self.size - self.pos)) & ((1 << n) - 1)
+        self.pos = start + n
+        return self._peek(start, n)
 
     def flag(self) -> bool:
         return self.u(1) == 1
 
     def ue(self) -> int:
-        zeros = 0
-        while self.u(1) == 0:
-            zeros += 1
-            if zeros > 31:
-                raise FlvError("exp-Golomb code longer than 32 bits in SPS")
-        return (1 << zeros) - 1 + self.u(zeros)
+        start = self.pos
+        span = min(64, self.size - start)  # 31 zeros, the 1, 31 bits: 63 at most
+        head = self._peek(start, span) if span > 0 else 0
+        zeros = span - head.bit_length()
+        if zeros > 31:
+            raise FlvError("exp-Golomb code longer than 32 bits in SPS")
+        width = 2 * zeros + 1
+        if head == 0 or width > span:
+            raise FlvError("SPS ends too early")
+        self.pos = start + width
+        return (head >> (span - width)) - 1
 
     def se(self) -> int:
         k = self.ue()

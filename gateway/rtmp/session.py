@@ -11,11 +11,17 @@
 
 Messages that arrive while the publish decision is pending are held (bounded) and run after
 `accept_publish()`. The stream key is never logged and never part of an error message.
+
+Until a publish has been accepted the connection is anonymous and gets a small budget
+(`RtmpLimits`): so many bytes and messages in all, and data messages are not even decoded
+(only commands are: `connect` and `publish` are commands). Afterwards messages are metered
+per second. Running out raises `BudgetExceeded`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -32,8 +38,9 @@ from gateway.rtmp.chunk import (
     window_ack_size_message,
 )
 from gateway.rtmp.handshake import ServerHandshake
+from gateway.rtmp.limits import Allowance, RtmpLimits
 from gateway.rtmp.to_media import FlvToMedia
-from pipeline.errors import AmfError, ProtocolError
+from pipeline.errors import AmfError, BudgetExceeded, ProtocolError
 from pipeline.media import CodecConfig, MediaUnit
 
 logger = logging.getLogger(__name__)
@@ -98,15 +105,23 @@ class RtmpSession:
         app: str = APP,
         max_message_size: int = MAX_MESSAGE_SIZE,
         random_bytes: Callable[[int], bytes] | None = None,
+        limits: RtmpLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.state = SessionState.HANDSHAKE
         self.closing = False
         self.close_reason = ""
+        self.limits = limits if limits is not None else RtmpLimits()
+        self._clock = clock
         self._handshake = (
             ServerHandshake(random_bytes=random_bytes) if random_bytes else ServerHandshake()
         )
-        self._chunks = ChunkConnection(max_message_size=max_message_size)
+        self._chunks = ChunkConnection(
+            max_message_size=max_message_size, min_chunk_size=self.limits.min_chunk_size
+        )
+        self._prepublish_bytes = 0
+        self._messages: Allowance | None = None  # after the first accepted publish
         self._media = FlvToMedia()
         self._stream_id = PUBLISH_STREAM_ID
         self._held: list[Message] = []
@@ -127,6 +142,7 @@ class RtmpSession:
         """Consume client bytes; return bytes to send and what happened."""
         if self.state is SessionState.CLOSED:
             return b"", []
+        self._charge_bytes(len(data))
         events: list[Event] = []
         out = b""
         if self.state is SessionState.HANDSHAKE:
@@ -135,7 +151,7 @@ class RtmpSession:
                 return out, events
             self.state = SessionState.CONNECTING
             data = self._handshake.leftover
-        for message in self._chunks.receive(data):
+        for message in self._receive(data):
             if self.state is SessionState.CLOSED:
                 break
             if self.state is SessionState.PUBLISH_PENDING:
@@ -149,6 +165,9 @@ class RtmpSession:
         if self.state is not SessionState.PUBLISH_PENDING:
             raise RuntimeError(f"accept_publish in state {self.state.value}")
         self.state = SessionState.PUBLISHING
+        if self._messages is None:
+            rate = self.limits.max_messages_per_s
+            self._messages = Allowance(rate, 2 * rate, self._clock())
         self._chunks.send(user_control_message(UserControlEvent.STREAM_BEGIN, self._stream_id))
         self._on_status("status", "NetStream.Publish.Start", "Publishing started.")
         events: list[Event] = []
@@ -173,6 +192,41 @@ class RtmpSession:
         self.state = SessionState.CLOSED
         return events
 
+    # -- budgets -----------------------------------------------------------------------------
+
+    def _charge_bytes(self, size: int) -> None:
+        if self._messages is not None:
+            return  # a publish was accepted: metered per message from then on
+        self._prepublish_bytes += size
+        limit = self.limits.prepublish_max_bytes
+        if self._prepublish_bytes > limit:
+            problem = f"more than {limit} bytes before the publish was accepted"
+            raise BudgetExceeded("bytes", problem)
+
+    def _receive(self, data: bytes) -> list[Message]:
+        reader = self._chunks.reader
+        allowance = self._messages
+        if allowance is None:
+            left = self.limits.prepublish_max_messages - reader.messages_total
+            reader.message_budget = max(0, left)
+        else:
+            reader.message_budget = int(allowance.refill(self._clock()))
+        granted = reader.message_budget
+        try:
+            return self._chunks.receive(data)
+        except BudgetExceeded:
+            if allowance is None:
+                problem = (
+                    f"more than {self.limits.prepublish_max_messages} messages before the "
+                    "publish was accepted"
+                )
+            else:
+                problem = f"more than {self.limits.max_messages_per_s:g} messages a second"
+            raise BudgetExceeded("messages", problem) from None
+        finally:
+            if allowance is not None:
+                allowance.tokens -= granted - (reader.message_budget or 0)
+
     # -- messages ----------------------------------------------------------------------------
 
     def _hold(self, message: Message) -> None:
@@ -186,7 +240,8 @@ class RtmpSession:
         if kind in (MessageType.COMMAND_AMF0, MessageType.COMMAND_AMF3):
             self._command(_amf_values(message), message.stream_id, events)
         elif kind in (MessageType.DATA_AMF0, MessageType.DATA_AMF3):
-            self._data(_amf_values(message), events)
+            if self.state is SessionState.PUBLISHING:  # nobody else's data is worth decoding
+                self._data(_amf_values(message), events)
         elif kind in (MessageType.VIDEO, MessageType.AUDIO):
             if self.state is not SessionState.PUBLISHING:
                 return

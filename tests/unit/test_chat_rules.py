@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.chat import (
@@ -265,3 +266,125 @@ def test_invalid_actions(kind: str, fields: dict[str, Any]) -> None:
 )
 def test_channel_names(name: str, ok: bool) -> None:
     assert valid_channel(name) is ok
+
+
+# -- invisible text (issue 12, item 8) ------------------------------------------------------
+
+INVISIBLE = [
+    "\u200b",  # zero width space
+    "\u200c",  # zero width non-joiner
+    "\u200d",  # zero width joiner
+    "\ufeff",  # byte order mark
+    "\u2060",  # word joiner
+    "\u00ad",  # soft hyphen
+    "\u3164",  # Hangul filler (Lo)
+    "\u2800",  # braille pattern blank (So)
+    "\U000e0041\U000e0042\U000e007f",  # tag characters
+    "\u200e\u200f\u061c",  # bidi marks
+    "\u034f",  # combining grapheme joiner
+    "\ufe0f",  # a variation selector on nothing
+    "\u0301",  # a combining mark on nothing
+    "\u115f\u1160\uffa0",  # more Hangul fillers
+]
+
+
+@pytest.mark.parametrize("invisible", INVISIBLE, ids=[f"U+{ord(c[0]):04X}" for c in INVISIBLE])
+def test_invisible_only_messages_are_empty_and_refused(invisible: str) -> None:
+    assert normalize_text(invisible * 3) == ""
+    assert normalize_text(f" {invisible} \u200b{invisible}\t") == ""
+    refusal = rules().check("chan", "alice", invisible * 5, T0)
+    assert isinstance(refusal, Refusal) and refusal.code == TEXT_EMPTY
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("buy\u200b my stuff", "buy my stuff"),
+        ("b\u00adu\u2060y", "buy"),
+        ("tag\U000e0068\U000e0069", "tag"),
+        ("z" + "\u0301" * 499, "\u017a" + "\u0301" * 3),  # 4 marks on z, then NFC
+        ("\u00e9\u0301\u0308" * 2, "\u00e9\u0301\u0308" * 2),  # é is e + one mark
+        (" \u0301\u0302 x", "x"),  # marks on a space
+        ("family 👨\u200d👩\u200d👧 ok", "family 👨\u200d👩\u200d👧 ok"),
+        ("rainbow 🏳\ufe0f\u200d🌈", "rainbow 🏳\ufe0f\u200d🌈"),
+        ("astronaut 🧑🏽\u200d🚀", "astronaut 🧑🏽\u200d🚀"),
+        ("heart \u2764\ufe0f\ufe0f\ufe0e", "heart \u2764\ufe0f"),  # one selector a character
+        ("keycap 1\ufe0f\u20e3", "keycap 1\ufe0f\u20e3"),
+        (
+            "persian \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "persian \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        ),
+        ("devanagari \u0915\u094d\u200d\u0937", "devanagari \u0915\u094d\u200d\u0937"),
+        ("latin a\u200db\u200cc", "latin abc"),
+        ("joiner at the end 👩\u200d", "joiner at the end 👩"),
+        ("two joiners 👩\u200d\u200d💻", "two joiners 👩\u200d💻"),
+    ],
+    ids=[
+        "zwsp-inside",
+        "soft-hyphen-word-joiner",
+        "tags",
+        "499-marks",
+        "precomposed-counts-its-mark",
+        "marks-on-space",
+        "emoji-zwj-family",
+        "emoji-zwj-flag",
+        "emoji-zwj-skin-tone",
+        "variation-selectors",
+        "keycap",
+        "persian-zwnj",
+        "devanagari-zwj",
+        "latin-joiners",
+        "trailing-joiner",
+        "double-joiner",
+    ],
+)
+def test_invisible_and_stacked_characters_are_normalised(raw: str, expected: str) -> None:
+    assert normalize_text(raw) == expected
+
+
+def test_mark_cap_is_a_limit() -> None:
+    assert normalize_text("z" + "\u0301" * 10, max_marks=1) == "\u017a"
+    limited = ChatRules(ChatLimits(max_marks_per_char=2), ModerationState())
+    assert limited.check("chan", "alice", "z" + "\u0301" * 10, T0) == "\u017a\u0301"
+
+
+@pytest.mark.parametrize(
+    "respelt",
+    [
+        "buy\u200b my stuff",
+        "BUY  MY\u2060 STUFF",
+        "\uff42\uff55\uff59 my stuff",
+        "buy my stuff\ufe0f",
+        "buy\u00a0my stuff",
+    ],
+    ids=["zwsp", "word-joiner-and-case", "fullwidth", "selector", "no-break-space"],
+)
+def test_duplicate_guard_compares_what_renders(respelt: str) -> None:
+    chat = rules(rate_per_s=100.0, burst=100.0)
+    assert chat.check("chan", "alice", "buy my stuff", T0) == "buy my stuff"
+    refusal = chat.check("chan", "alice", respelt, T0 + 1)
+    assert isinstance(refusal, Refusal) and refusal.code == DUPLICATE
+
+
+TRICKY = st.text(
+    alphabet=st.sampled_from(
+        [
+            *"ab e\u0301\u0308\u0323\u20e3\ufe0f\ufe0e\u200b\u200c\u200d\u034f\u00ad\u3164\u2800",
+            *("\U0001f469", "\U0001f4bb", "\U0001f3f3", "\U0001f3fd", "\U000e0041"),
+            *("\u0915", "\u094d", "\u0645", "\u0654", "\u0627"),
+        ]
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TRICKY)
+def test_normalisation_of_joiners_and_marks_is_idempotent(raw: str) -> None:
+    text = normalize_text(raw)
+    assert normalize_text(text) == text
+    assert "\u200b" not in text and "\u034f" not in text and "\u3164" not in text
+    base_marks = 0
+    for char in text:
+        base_marks = base_marks + 1 if unicodedata.category(char).startswith("M") else 0
+        assert base_marks <= 4

@@ -82,3 +82,35 @@ def test_processes_starting_at_once_agree_on_the_secrets(tmp_path: Path) -> None
         found = list(pool.map(lambda _: Settings.from_env(env).token_secret, range(16)))
     assert len(set(found)) == 1
     assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["secrets"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ONAIR_RTMP_MIN_CHUNK_SIZE", "0"),
+        ("ONAIR_RTMP_PREPUBLISH_MAX_BYTES", "100"),
+        ("ONAIR_RTMP_PARSE_CPU_SHARE", "nan"),
+        ("ONAIR_GOP_MAX_BYTES", str(16 * 1024 * 1024)),  # no room left for the record
+        ("ONAIR_GOP_MAX_DURATION_MS", "100"),
+        ("ONAIR_CHAT_MAX_MARKS_PER_CHAR", "0"),
+    ],
+    ids=["chunk-size", "prepublish-bytes", "cpu-nan", "gop-bytes", "gop-duration", "marks"],
+)
+def test_budgets_are_checked_and_name_their_variable(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path), variable: value})
+
+
+def test_budgets_are_read_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "ONAIR_STATE_DIR": str(tmp_path),
+        "ONAIR_RTMP_MAX_MESSAGES_PER_S": "2500",
+        "ONAIR_GOP_MAX_BYTES": str(8 * 1024 * 1024),
+        "ONAIR_CHAT_MAX_MARKS_PER_CHAR": "2",
+    }
+    settings = Settings.from_env(env)
+    assert settings.rtmp_max_messages_per_s == 2500.0
+    assert settings.gop_max_bytes == 8 * 1024 * 1024
+    assert settings.chat_max_marks_per_char == 2

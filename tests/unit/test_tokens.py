@@ -97,3 +97,55 @@ def test_cli_user_token_prints_a_verifiable_token(
     assert verify_token("cli-secret", shown["token"]).expires_ms == shown["expires_ms"]
     assert main(["user", "token", "not ok"]) == 2
     assert main(["mod", "timeout", "demo", "bob", "0"]) == 2  # refused before any Kafka I/O
+
+
+def _flip_unused_bits(text: str) -> str:
+    """The same bytes with the last character's unused low bits set."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused = {2: 0b1111, 3: 0b11}.get(len(text) % 4, 0)
+    return text[:-1] + alphabet[alphabet.index(text[-1]) | unused]
+
+
+def _respell(signature: str) -> list[str]:
+    swapped = signature.replace("-", "+").replace("_", "/")
+    return [
+        signature + "=",
+        signature + "==",
+        signature + "!!",
+        swapped if swapped != signature else "+" + signature[1:],
+        _flip_unused_bits(signature),
+        signature + "A",
+    ]
+
+
+def test_exactly_one_spelling_of_a_token_verifies() -> None:
+    """Lenient base64 let one token verify under six spellings (issue 12, item 7)."""
+    for ttl in range(1, 40):  # signatures with '-' and '_' among them
+        token = issue_token(SECRET, "bob", ttl_s=ttl, now_s=NOW)
+        prefix, payload, signature = token.split(".")
+        assert verify_token(SECRET, token, now_s=NOW).user == "bob"
+        for spelling in _respell(signature):
+            assert spelling != signature
+            with pytest.raises(AuthError):
+                verify_token(SECRET, f"{prefix}.{payload}.{spelling}", now_s=NOW)
+        for spelling in (payload + "=", _flip_unused_bits(payload)):
+            if spelling != payload:
+                with pytest.raises(AuthError):
+                    verify_token(SECRET, f"{prefix}.{spelling}.{signature}", now_s=NOW)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 60), st.sampled_from(["=", "!", ".", " ", "\n", "+", "/"])),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_no_respelling_of_a_signature_verifies(inserts: list[tuple[int, str]]) -> None:
+    token = issue_token(SECRET, "bob", now_s=NOW)
+    prefix, payload, signature = token.split(".")
+    for position, char in inserts:
+        position %= len(signature) + 1
+        signature = signature[:position] + char + signature[position:]
+    with pytest.raises(AuthError):
+        verify_token(SECRET, f"{prefix}.{payload}.{signature}", now_s=NOW)

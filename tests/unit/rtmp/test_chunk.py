@@ -14,7 +14,7 @@ from gateway.rtmp.chunk import (
     user_control_message,
     window_ack_size_message,
 )
-from pipeline.errors import ChunkError
+from pipeline.errors import BudgetExceeded, ChunkError
 from tests.unit.rtmp.conftest import Capture
 
 VIDEO = MessageType.VIDEO
@@ -273,3 +273,32 @@ def test_parses_real_ffmpeg_stream_in_any_split(ffmpeg_capture: Capture, piece: 
     kinds = {m.type_id for m in whole}
     assert {MessageType.COMMAND_AMF0, MessageType.DATA_AMF0, VIDEO} <= kinds
     assert reader.chunk_size == 4096  # ffmpeg raises it right after the handshake
+
+
+@pytest.mark.parametrize(
+    ("size", "ok"),
+    [(1, False), (127, False), (128, True), (4096, True)],
+    ids=["one", "below-default", "default", "obs-ffmpeg"],
+)
+def test_peer_chunk_size_has_a_floor(size: int, ok: bool) -> None:
+    """Chunk size 1 made every payload byte cost a chunk header (0.64 MB/s of parsing)."""
+    reader = ChunkReader()
+    if ok:
+        reader.feed(scs(size))
+        assert reader.chunk_size == size
+    else:
+        with pytest.raises(ChunkError, match=f"chunk size {size} out of range 128.."):
+            reader.feed(scs(size))
+
+
+def test_message_budget_stops_a_zero_length_flood_inside_one_feed() -> None:
+    """Every 0xC3 after a zero-length fmt-0 header is one more message: only a count stops
+    them, in the middle of the bytes of one read."""
+    reader = ChunkReader()
+    reader.message_budget = 100
+    with pytest.raises(BudgetExceeded, match="message budget"):
+        reader.feed(t0(3, 0, 0, 99) + b"\xc3" * 65536)
+    assert reader.messages_total == 101
+    counted = ChunkReader()
+    assert len(counted.feed(t0(3, 0, 0, 99) + b"\xc3" * 10)) == 11  # no budget: no limit
+    assert counted.messages_total == 11

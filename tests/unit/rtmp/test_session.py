@@ -6,6 +6,7 @@ import pytest
 
 from gateway.rtmp import amf0
 from gateway.rtmp.chunk import Message, MessageType
+from gateway.rtmp.limits import RtmpLimits
 from gateway.rtmp.session import (
     ConfigReady,
     Event,
@@ -16,7 +17,7 @@ from gateway.rtmp.session import (
     RtmpSession,
     SessionState,
 )
-from pipeline.errors import AmfError, ProtocolError
+from pipeline.errors import AmfError, BudgetExceeded, ProtocolError
 from pipeline.media import Track
 from tests.unit.rtmp.conftest import Capture
 from tests.unit.rtmp.rtmp_client import TestPublisher
@@ -303,3 +304,64 @@ def test_replays_ffmpeg_with_large_and_wrapping_timestamps(
     assert all(b - a in (2970, 3060) for a, b in itertools.pairwise(dts))  # 33/34 ms
     assert dts[0] > 16_000_000 * 90
     assert all(u.pts_90k >= u.dts_90k for u in video)
+
+
+def test_data_messages_before_publish_are_not_decoded() -> None:
+    """AMF0 data before connect used to be decoded in full, then ignored (256 KiB: 349 ms)."""
+    session, client = RtmpSession(), TestPublisher()
+    garbage = client.writer.write(Message(MessageType.DATA_AMF0, 0, 0, b"\x02\x00\x09conn", 4))
+    _, events = session.feed(client.handshake() + garbage + client.connect())
+    assert events == [] and session.state is SessionState.CONNECTED  # not an AmfError
+
+
+@pytest.mark.parametrize(
+    ("limits", "wire", "match"),
+    [
+        (
+            RtmpLimits(prepublish_max_bytes=8192),
+            lambda c: c.handshake() + c.connect() + c.metadata({"pad": "x" * 6000}),
+            "more than 8192 bytes before the publish was accepted",
+        ),
+        (
+            RtmpLimits(prepublish_max_messages=16),
+            lambda c: (
+                c.handshake() + c.connect() + b"".join(c.command("_checkbw") for _ in range(20))
+            ),
+            "more than 16 messages before the publish was accepted",
+        ),
+    ],
+    ids=["bytes", "messages"],
+)
+def test_anonymous_connections_have_a_budget(limits: RtmpLimits, wire: object, match: str) -> None:
+    session, client = RtmpSession(limits=limits), TestPublisher()
+    assert callable(wire)
+    with pytest.raises(BudgetExceeded, match=match):
+        session.feed(wire(client))
+
+
+def test_real_clients_fit_the_anonymous_budget(ffmpeg_capture: Capture) -> None:
+    """ffmpeg's whole preamble, handshake included, is far within the defaults."""
+    limits = RtmpLimits()
+    session = RtmpSession(limits=limits)
+    data = ffmpeg_capture.client_bytes
+    for i in range(0, len(data), 256):
+        _, events = session.feed(data[i : i + 256])
+        if events:
+            break
+    assert events == [PublishRequested("live", "capture-key")]
+    assert i + 256 < limits.prepublish_max_bytes / 8
+    assert session._chunks.reader.messages_total < limits.prepublish_max_messages / 8
+
+
+def test_messages_a_second_are_metered_after_the_publish() -> None:
+    now = [100.0]
+    session = RtmpSession(limits=RtmpLimits(max_messages_per_s=100), clock=lambda: now[0])
+    client = TestPublisher()
+    session.feed(client.preamble("k"))
+    session.accept_publish()
+    audio = client.audio(0, aac_header_tag())
+    session.feed(audio * 150)  # within the burst of two seconds' worth
+    now[0] += 0.5
+    session.feed(audio * 90)  # 50 + 50 refilled
+    with pytest.raises(BudgetExceeded, match="more than 100 messages a second"):
+        session.feed(audio * 20)
