@@ -200,6 +200,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.rtmp.guard import AuthGuard
     from gateway.rtmp.limits import RtmpLimits
     from gateway.rtmp.server import RtmpServer
+    from pipeline.gop import GopLimits
     from pipeline.health import Health
     from pipeline.metrics import Registry
     from topics.channels import ChannelDirectory
@@ -225,6 +226,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             settings.ladder,
             reconnect_grace_s=settings.reconnect_grace_s,
             gop_part_ms=settings.gop_part_ms,
+            gop_limits=GopLimits(settings.gop_max_duration_ms, settings.gop_max_bytes),
             ownership=ownership,
             registry=registry,
         )

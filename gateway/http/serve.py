@@ -11,9 +11,10 @@ from starlette.applications import Starlette
 
 from gateway.api.channels import ChannelApi
 from gateway.api.vods import VodApi
-from gateway.chat.service import ChatService
+from gateway.chat.service import ChatConfig, ChatService
 from gateway.http.app import create_app
 from objectstore import open_store
+from pipeline.chat import ChatLimits
 from pipeline.metrics import Registry
 from pipeline.settings import Settings
 from schemas.codec import Codec
@@ -49,6 +50,7 @@ def build_app(settings: Settings, registry: Registry | None = None) -> Starlette
         admin_token=settings.admin_token,
         registry=registry,
         server_id=f"{settings.public_host}:{settings.http_port}",
+        config=ChatConfig(limits=ChatLimits(max_marks_per_char=settings.chat_max_marks_per_char)),
     )
     vods = VodApi(settings.kafka_bootstrap, base_url=base_url)
     api = ChannelApi(

@@ -27,7 +27,7 @@ from gateway.ingest.ownership import StreamOwnership
 from gateway.ingest.publication import KafkaPublication
 from pipeline.channels import new_stream_id
 from pipeline.errors import AuthError, ChannelBusy
-from pipeline.gop import Gop
+from pipeline.gop import Gop, GopLimits
 from pipeline.ladder import Ladder
 from pipeline.media import CodecConfig
 from pipeline.metrics import Registry
@@ -76,6 +76,7 @@ class IngestHandler:
     ladder: Ladder
     reconnect_grace_s: float = 5.0
     gop_part_ms: int = 0  # >0: send each GOP in parts of this length as it arrives
+    gop_limits: GopLimits = field(default_factory=GopLimits)
     ownership: StreamOwnership | None = None  # onair.streams: who holds each channel's stream
     registry: Registry = field(default_factory=Registry)
     codec: Codec = field(default_factory=Codec)
@@ -88,6 +89,11 @@ class IngestHandler:
         self.gop_bytes = m.counter("onair_ingest_gop_bytes_total", "GOP chunk bytes produced.")
         self.refused = m.counter("onair_ingest_refused_total", "Publishes refused.", ("reason",))
         self.live = m.gauge("onair_ingest_live_streams", "Streams live on this ingest.")
+        self.gop_cuts = m.counter(
+            "onair_ingest_gop_limit_cuts_total",
+            "GOPs closed at a length or size limit (the publisher sent no keyframe in time).",
+            ("reason",),
+        )
 
     async def start_publish(self, app: str, stream_key: str, peer: str) -> KafkaPublication:
         del app, peer

@@ -48,7 +48,13 @@ class KafkaPublication:
             if last is not None:
                 await self._publish(last)
         state.config = config
-        self.cutter = GopCutter(state.stream_id, config, next_sequence=state.next_sequence)
+        self.cutter = GopCutter(
+            state.stream_id,
+            config,
+            next_sequence=state.next_sequence,
+            limits=self.handler.gop_limits,
+            release_parts=True,
+        )
         if self._resumed or state.next_sequence > 0:
             self.cutter.mark_discontinuity()
 
@@ -101,6 +107,8 @@ class KafkaPublication:
     async def _publish(self, gop: Gop) -> None:
         """A GOP closed: send it whole, or its last part when parts of it went out already."""
         self.state.next_sequence = gop.sequence + 1
+        if gop.close_reason in ("max_duration", "max_bytes"):
+            self.handler.gop_cuts.labels(gop.close_reason).inc()
         part_index, self._part_index = self._part_index, 0
         if part_index > 0:
             assert self.cutter is not None

@@ -25,9 +25,9 @@ from pipeline.chat import (
     Refusal,
     TokenBucket,
     check_text,
-    normalize_text,
     valid_channel,
 )
+from pipeline.chattext import normalize_text
 from schemas.codec import Codec
 
 T0 = 1_700_000_000.0
