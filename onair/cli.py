@@ -157,15 +157,16 @@ def role_groups(settings: Settings) -> dict[str, tuple[str, str]]:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     del args
-    from gateway.api.channels import live_streams
+    from pipeline.streams import live_streams
     from topics.admin import group_lag
-    from topics.specs import STREAMS
+    from topics.deadletter import count_by_group
+    from topics.specs import DEAD_LETTERS, STREAMS
     from topics.table import TableReader
 
     streams = TableReader(settings.kafka_bootstrap, STREAMS, None)
     streams.start()
     streams.stop()
-    live = live_streams(streams)
+    live = live_streams(streams.snapshot())
     print(f"live streams: {len(live)}")
     for stream in live:
         print(f"  {stream['channel']:<16} {stream['stream_id']}")
@@ -179,6 +180,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         total = sum(p.lag for p in lags)
         per = " ".join(str(p.lag) for p in lags)
         print(f"  {role:<18} {group:<28} total {total:<6} [{per}]")
+    try:
+        dead = count_by_group(settings.kafka_bootstrap)
+    except Exception as exc:
+        print(f"dead-lettered events ({DEAD_LETTERS}): unavailable: {exc}")
+        return 0
+    print(f"dead-lettered events ({DEAD_LETTERS}): {sum(dead.values())}")
+    for group, count in sorted(dead.items()):
+        print(f"  {group:<47} {count}")
     return 0
 
 

@@ -16,6 +16,7 @@ MODERATION = "onair.moderation"
 CHANNELS = "onair.channels"
 VODS = "onair.vods"
 SCHEMAS = "onair.schemas"
+DEAD_LETTERS = "onair.deadletter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,5 +119,12 @@ def all_topics(
         TopicSpec(CHANNELS, "channel", 1, _compacted(), "channels, stream keys hashed"),
         TopicSpec(VODS, "stream_id", 1, _compacted(), "the VOD catalog"),
         TopicSpec(SCHEMAS, "fingerprint hex", 1, _compacted(), "Avro writer schemas"),
+        TopicSpec(
+            DEAD_LETTERS,
+            "consumer group",
+            1,
+            {"retention.ms": str(30 * DAY_MS), "max.message.bytes": str(GOP_MAX_BYTES + 65536)},
+            "DeadLetter: events a role gave up on, with the error and where they came from",
+        ),
     ]
     return [replace(spec, replication=replication) for spec in specs]

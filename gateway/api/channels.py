@@ -15,6 +15,7 @@ from gateway.http.body import read_json_object
 from pipeline.admin import admin_authorized
 from pipeline.channels import check_channel_name
 from pipeline.errors import AuthError, InvalidJson, NotFound, OnairError
+from pipeline.streams import live_streams
 from topics.channels import ChannelDirectory
 from topics.table import TableReader
 
@@ -23,16 +24,6 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 class BadRequest(OnairError):
     pass
-
-
-def live_streams(streams: TableReader) -> list[dict[str, Any]]:
-    """Channels whose latest lifecycle event says they are on air."""
-    return [
-        {k: v for k, v in record.items() if k != "_type"}
-        for record in streams.snapshot().values()
-        if record["_type"]
-        in ("StreamStarted", "StreamResumed", "StreamUpdated", "StreamInterrupted")
-    ]
 
 
 class ChannelApi:
@@ -74,7 +65,7 @@ class ChannelApi:
 
     async def list_channels(self, request: Request) -> Response:
         del request
-        live = {s["channel"]: s["stream_id"] for s in live_streams(self.streams)}
+        live = {s["channel"]: s["stream_id"] for s in live_streams(self.streams.snapshot())}
         return JSONResponse(
             [{"channel": n, "live_stream_id": live.get(n)} for n in self.channels.names()]
         )
@@ -84,7 +75,7 @@ class ChannelApi:
         record = self.channels.get(name)
         if record is None:
             raise NotFound(f"no channel {name[:40]}")
-        live = {s["channel"]: s for s in live_streams(self.streams)}
+        live = {s["channel"]: s for s in live_streams(self.streams.snapshot())}
         return JSONResponse(
             {
                 "channel": name,
@@ -119,7 +110,7 @@ class ChannelApi:
             if value is not None and (not isinstance(value, str) or len(value) > 140):
                 raise BadRequest("title and category are strings of at most 140 characters")
         record = await asyncio.to_thread(self.channels.update_info, name, title, category)
-        live = {s["channel"]: s for s in live_streams(self.streams)}.get(name)
+        live = {s["channel"]: s for s in live_streams(self.streams.snapshot())}.get(name)
         if live is not None and self.on_stream_update is not None:
             await self.on_stream_update(
                 name,
@@ -140,7 +131,7 @@ class ChannelApi:
 
     async def list_streams(self, request: Request) -> Response:
         del request
-        return JSONResponse(live_streams(self.streams))
+        return JSONResponse(live_streams(self.streams.snapshot()))
 
     async def openapi(self, request: Request) -> Response:
         del request

@@ -12,6 +12,17 @@ from pipeline.errors import CorruptPayloadError, UnknownSchemaError
 from schemas.codec import SCHEMA_DIR, Codec, Schema, crc64_avro, load_schemas
 
 SAMPLES: dict[str, dict[str, Any]] = {
+    "DeadLetter": {
+        "group": "onair.transcode.720p30",
+        "topic": "onair.ingest.gops",
+        "partition": 3,
+        "offset": 1234,
+        "key": b"demo-1",
+        "value": b"\xc3\x01payload",
+        "error": "KeyError: 'packets'",
+        "attempts": 3,
+        "failed_ms": 1_700_000_000_000,
+    },
     "GopChunk": {
         "stream_id": "demo-1",
         "channel": "demo",
