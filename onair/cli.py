@@ -223,8 +223,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> None:
         health.starting("reading the channels and the stream lifecycle from Kafka")
-        channels = ChannelDirectory(settings.kafka_bootstrap)
-        lifecycle = TableReader(settings.kafka_bootstrap, STREAMS, None)
+        channels = ChannelDirectory(settings.kafka_bootstrap, registry=registry)
+        lifecycle = TableReader(settings.kafka_bootstrap, STREAMS, None, registry=registry)
+        for table in (channels.table, lifecycle):  # /healthz: degraded while one restarts
+            health.watch(table.follower.name, table.follower.probe)
         ownership = StreamOwnership()
         lifecycle.listeners.append(ownership.update)
         await asyncio.gather(asyncio.to_thread(channels.start), asyncio.to_thread(lifecycle.start))

@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.channels import check_channel_name, hash_stream_key, new_stream_key
 from pipeline.errors import NotFound, OnairError
+from pipeline.metrics import Registry
 from schemas.codec import Codec
 from topics.client import CheckedProducer
 from topics.specs import CHANNELS
@@ -26,10 +27,14 @@ class ChannelExists(OnairError):
 
 
 class ChannelDirectory:
-    def __init__(self, bootstrap: str, codec: Codec | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, codec: Codec | None = None, *, registry: Registry | None = None
+    ) -> None:
+        """`registry`: where the table's follower reports (`table.follower` is what a role's
+        `Health` watches)."""
         self._codec = codec or Codec()
         self._bootstrap = bootstrap
-        self.table = TableReader(bootstrap, CHANNELS, "Channel", self._codec)
+        self.table = TableReader(bootstrap, CHANNELS, "Channel", self._codec, registry=registry)
         self._producer: CheckedProducer | None = None
 
     def start(self) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -267,11 +267,12 @@ def read(
     idle_timeout_s: float = 60.0,
     config: Mapping[str, Any] | None = None,
     max_batch: int = 500,
-) -> Iterator[Message]:
+) -> Generator[Message, None, None]:
     """Every record of `partitions` (None → all) from `start` up to the end each had when
     reading began (or `stop_at[p]`, exclusive, when lower), then return. Raises
-    `TimeoutError` when nothing arrives for `idle_timeout_s` before that, `KafkaException` on
-    a consumer error. The consumer is closed when the generator ends or is closed."""
+    `TimeoutError` when nothing arrives for `idle_timeout_s` of polling before that (the time
+    the caller spends between records does not count), `KafkaException` on a consumer error.
+    The consumer is closed when the generator ends or is closed."""
     with Reader(bootstrap, topic, config=config, max_batch=max_batch) as reader:
         chosen = reader.partitions() if partitions is None else list(partitions)
         reader.assign(reader.locate(chosen, start, bounded=True, stop_at=stop_at))
@@ -279,8 +280,8 @@ def read(
         while not reader.finished:
             batch = reader.poll(0.2)
             if batch is not None:
-                heard = time.monotonic()
                 yield from batch.messages
+                heard = time.monotonic()  # idle: from when the caller asks for more
             elif time.monotonic() - heard > idle_timeout_s:
                 behind = sorted(p for p in reader.assigned if not reader.cursor.done(p))
                 raise TimeoutError(

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.api.channels import BadRequest
 from pipeline.errors import NotFound
+from pipeline.metrics import Registry
 from topics.specs import VODS
 from topics.table import TableReader
 
@@ -41,9 +42,18 @@ MAX_LIMIT = 500
 
 class VodApi:
     def __init__(
-        self, bootstrap: str, *, base_url: str = "", table: TableReader | None = None
+        self,
+        bootstrap: str,
+        *,
+        base_url: str = "",
+        table: TableReader | None = None,
+        registry: Registry | None = None,
     ) -> None:
-        self.table = table if table is not None else TableReader(bootstrap, VODS, "Vod")
+        """`registry`: where the catalog table's follower reports (`table.follower` is what
+        the gateway's `Health` watches)."""
+        if table is None:
+            table = TableReader(bootstrap, VODS, "Vod", registry=registry)
+        self.table = table
         self.base_url = base_url.rstrip("/")
 
     @property

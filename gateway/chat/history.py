@@ -6,7 +6,9 @@ LogAppendTime; a message's `ts` is the accepting chat server's clock, so the sea
 `SKEW_MS` early and every record is filtered on `ts`), then records are read forward, keys
 compared before anything is decoded. Without `since`, windows of offsets are read backwards
 from `until` until `limit` messages are found. Every request reads at most `max_scan`
-records; consumers are reused across requests.
+records, each window through a `topics.reader.Reader` bounded at the window's end; readers
+are reused across requests. A consumer error, or a broker that does not answer, raises
+`KafkaException` (the route answers 503).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 
 from gateway.chat.frames import message_json
 from pipeline.errors import CodecError
 from schemas.codec import Codec
-from topics.client import make_consumer
+from topics.reader import Reader, Start, Track
 from topics.specs import CHAT
 
 logger = logging.getLogger(__name__)
@@ -49,27 +51,27 @@ class HistoryPage:
 
 class HistoryReader:
     """Reads a channel's messages back from its partition; blocking (run it in a thread).
-    A few consumers are reused across requests (creating one costs a broker round trip)."""
+    A few readers are reused across requests (creating one costs a broker round trip)."""
 
     def __init__(self, bootstrap: str, codec: Codec, max_scan: int) -> None:
         self.bootstrap = bootstrap
         self.codec = codec
         self.max_scan = max_scan
-        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._all: list[Any] = []
+        self._idle: queue.SimpleQueue[Reader] = queue.SimpleQueue()
+        self._all: list[Reader] = []
 
-    def _take(self) -> Any:
+    def _take(self) -> Reader:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
             config: dict[str, Any] = {"queued.min.messages": 1000}
-            consumer = make_consumer(self.bootstrap, None, **config)
-            self._all.append(consumer)
-            return consumer
+            reader = Reader(self.bootstrap, CHAT, config=config)
+            self._all.append(reader)
+            return reader
 
     def close(self) -> None:
-        for consumer in self._all:
-            consumer.close()
+        for reader in self._all:
+            reader.close()
         self._all.clear()
 
     def read(
@@ -81,17 +83,24 @@ class HistoryReader:
         limit: int,
         is_deleted: Callable[[str], bool],
     ) -> HistoryPage:
-        consumer = self._take()
+        reader = self._take()
         try:
-            return self._read(consumer, channel, partition, since_ms, until_ms, limit, is_deleted)
-        finally:
-            with contextlib.suppress(KafkaException):
-                consumer.unassign()
-            self._idle.put(consumer)
+            page = self._read(reader, channel, partition, since_ms, until_ms, limit, is_deleted)
+        except Exception as exc:
+            # a reader that failed mid-read may still hold its partition: not reused
+            with contextlib.suppress(ValueError):
+                self._all.remove(reader)
+            with contextlib.suppress(KafkaException, RuntimeError):
+                reader.close()
+            if isinstance(exc, TimeoutError):  # no watermarks in time: the broker is away
+                raise KafkaException(str(exc)) from exc
+            raise
+        self._idle.put(reader)
+        return page
 
     def _read(
         self,
-        consumer: Any,
+        reader: Reader,
         channel: str,
         partition: int,
         since_ms: int | None,
@@ -99,8 +108,6 @@ class HistoryReader:
         limit: int,
         is_deleted: Callable[[str], bool],
     ) -> HistoryPage:
-        tp = TopicPartition(CHAT, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
         key = channel.encode()
 
         def matches(record: dict[str, Any]) -> bool:
@@ -113,17 +120,18 @@ class HistoryReader:
             )
 
         if since_ms is not None:  # oldest first from `since`
-            start = self._offset_at(consumer, partition, since_ms - SKEW_MS, high)
-            found, _ = self._scan(consumer, partition, start, high, key, matches, until_ms, limit)
+            at = self._locate(reader, partition, since_ms - SKEW_MS)
+            found, _ = self._scan(reader, partition, at.next, at.end, key, matches, until_ms, limit)
             return HistoryPage(channel, found[:limit], len(found) > limit)
         # newest `limit` up to `until`: read windows backwards from there
-        end = self._offset_at(consumer, partition, until_ms + SKEW_MS, high)
+        at = self._locate(reader, partition, until_ms + SKEW_MS)
+        low, end = at.low, at.next
         found = []
         window = max(4 * limit, 512)
         scanned = 0
         while end > low and len(found) <= limit and scanned < self.max_scan:
             start = max(low, end - window)
-            chunk, _ = self._scan(consumer, partition, start, end, key, matches, None, None)
+            chunk, _ = self._scan(reader, partition, start, end, key, matches, None, None)
             found = chunk + found
             scanned += end - start
             end = start
@@ -131,14 +139,14 @@ class HistoryReader:
         return HistoryPage(channel, found[-limit:], len(found) > limit)
 
     @staticmethod
-    def _offset_at(consumer: Any, partition: int, ts_ms: int, default: int) -> int:
-        tp = TopicPartition(CHAT, partition, max(0, ts_ms))
-        [found] = consumer.offsets_for_times([tp], timeout=10.0)
-        return int(found.offset) if found.offset >= 0 else default
+    def _locate(reader: Reader, partition: int, ts_ms: int) -> Track:
+        """`next`: the first offset at or after `ts_ms` (the end when none is); `end`, `low`:
+        the partition's watermarks."""
+        return reader.locate([partition], Start.at_time(ts_ms))[partition]
 
     def _scan(
         self,
-        consumer: Any,
+        reader: Reader,
         partition: int,
         start: int,
         end: int,
@@ -151,33 +159,29 @@ class HistoryReader:
         found: list[dict[str, Any]] = []
         if start >= end:
             return found, 0
-        consumer.assign([TopicPartition(CHAT, partition, start)])
+        reader.assign({partition: Track(start, end, stop=end)})
         scanned = 0
         try:
-            while scanned < self.max_scan:
-                msg = consumer.poll(2.0)
-                if msg is None:
+            while scanned < self.max_scan and not reader.finished:
+                batch = reader.poll(2.0)
+                if batch is None:
                     break  # nothing within 2 s: the broker is away or the range is empty
-                if msg.error() is not None:
-                    continue
-                offset = msg.offset() or 0
-                if offset >= end:
-                    break
-                scanned += 1
-                _kind, broker_ms = msg.timestamp()
-                if until_ms is not None and broker_ms > until_ms + SKEW_MS:
-                    break
-                if msg.key() == key:
-                    try:
-                        record = self.codec.expect("ChatMessage", msg.value())
-                    except CodecError:
-                        record = None
-                    if record is not None and matches(record):
-                        found.append(message_json(record))
-                        if limit is not None and len(found) > limit:
-                            break
-                if offset >= end - 1:
-                    break
+                for msg in batch.messages:
+                    scanned += 1
+                    _kind, broker_ms = msg.timestamp()
+                    if until_ms is not None and broker_ms > until_ms + SKEW_MS:
+                        return found, scanned
+                    if msg.key() == key:
+                        try:
+                            record = self.codec.expect("ChatMessage", msg.value())
+                        except CodecError:
+                            record = None
+                        if record is not None and matches(record):
+                            found.append(message_json(record))
+                            if limit is not None and len(found) > limit:
+                                return found, scanned
+                    if scanned >= self.max_scan:
+                        break
         finally:
-            consumer.unassign()
+            reader.release([partition])
         return found, scanned

@@ -14,7 +14,9 @@ request). History is read back from `onair.chat` with `offsets_for_times` (`hist
 
 The integrator creates one `ChatService`, awaits `start()` in the app's lifespan (after
 `ensure_topics`), mounts `routes()` (the WebSocket of `protocol.py`, the REST endpoints of
-`routes.py`), and awaits `stop()` on shutdown. `fanout="local"` skips Kafka entirely (each
+`routes.py`), and awaits `stop()` on shutdown. Given a `Health`, both followers are watched
+by it (`chat`, `chat-moderation`: `/healthz` says `degraded` while one restarts); given a
+`Registry`, their `onair_follower_*` metrics go to it. `fanout="local"` skips Kafka entirely (each
 server broadcasts to its own viewers): the benchmark's reference.
 The frame reference is `docs/chat.md`.
 """
@@ -45,12 +47,14 @@ from gateway.chat.protocol import ChatProtocol
 from gateway.chat.routes import ChatApi, openapi_paths
 from pipeline.chat import ChatLimits, ChatRules, ModerationAction, ModerationState
 from pipeline.errors import CodecError
+from pipeline.health import Health
 from pipeline.metrics import Counter as MetricCounter
 from pipeline.metrics import Registry
 from pipeline.tokens import DEFAULT_TTL_S
 from schemas.codec import Codec
 from topics.admin import admin_client
 from topics.client import AsyncProducer
+from topics.follower import Follower
 from topics.specs import CHAT, MODERATION
 
 logger = logging.getLogger(__name__)
@@ -89,8 +93,11 @@ class ChatService:
         server_id: str | None = None,
         channel_exists: Callable[[str], bool] | None = None,
         registry: Registry | None = None,
+        health: Health | None = None,
     ) -> None:
         self.bootstrap = kafka_bootstrap
+        self._registry = registry
+        self._health = health
         self.config = config or ChatConfig()
         self.server_id = server_id or f"{socket.gethostname()}:{os.getpid()}"
         self.codec = Codec()
@@ -155,7 +162,9 @@ class ChatService:
             self._decode_chat,
             self._deliver_chat,
             linger_s=self.config.unassign_linger_s,
+            registry=self._registry,
         )
+        self._watch(self._follower.follower)
         self.hub.follower, self.hub.partitions = self._follower, self.partitions
         self._follower.start()
         # a chat message that cannot be stored within seconds is refused (`unavailable`), not
@@ -164,10 +173,15 @@ class ChatService:
             self.bootstrap, partitioner=PARTITIONER, **{"message.timeout.ms": SEND_TIMEOUT_MS}
         )
         self._moderation_follower = ModerationFollower(
-            self.bootstrap, MODERATION, self._on_moderation
+            self.bootstrap, MODERATION, self._on_moderation, registry=self._registry
         )
+        self._watch(self._moderation_follower.follower)
         await self._moderation_follower.start()
         self._history = HistoryReader(self.bootstrap, self.codec, self.config.history_max_scan)
+
+    def _watch(self, follower: Follower) -> None:
+        if self._health is not None:
+            self._health.watch(follower.name, follower.probe)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

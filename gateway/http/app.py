@@ -10,8 +10,10 @@
 A lifespan hook is what Starlette itself takes as `lifespan`: a callable that receives the
 app and returns an async context manager (typically an `@asynccontextmanager` function); it
 starts its producers/consumers on enter, stops them on exit, and may stash what handlers need
-on `app.state`. The app carries `app.state.store`, `.cache` and `.registry` (the metrics
-registry every part adds its metrics to; `/metrics` renders it).
+on `app.state`. The app carries `app.state.store`, `.cache`, `.registry` (the metrics
+registry every part adds its metrics to; `/metrics` renders it) and `.health`: given a
+`pipeline.health.Health`, `/healthz` answers what it renders (503 `degraded: <follower>: …`
+while a watched follower restarts); without one, a plain 200 `ok` once the app serves.
 
 Domain errors become responses in one place: `NotFound`/`ObjectNotFound` → 404,
 `AuthError` → 403, another `StoreError` → 503 (the store failed, not the client), any other
@@ -49,6 +51,7 @@ from pipeline.errors import (
     OnairError,
     StoreError,
 )
+from pipeline.health import Health
 from pipeline.metrics import Registry
 from pipeline.store import ObjectStore
 
@@ -68,6 +71,7 @@ def create_app(
     registry: Registry | None = None,
     cache_config: CacheConfig | None = None,
     player_scripts: Sequence[str] = (),
+    health: Health | None = None,
     debug: bool = False,
 ) -> Starlette:
     registry = registry if registry is not None else Registry()
@@ -79,16 +83,20 @@ def create_app(
         del request
         return Response(registry.render(), media_type=metrics.CONTENT_TYPE)
 
-    async def health(request: Request) -> Response:
+    async def healthz(request: Request) -> Response:
         del request
-        return PlainTextResponse("ok", headers={"cache-control": "no-store"})
+        headers = {"cache-control": "no-store"}
+        if health is None:
+            return PlainTextResponse("ok", headers=headers)
+        status, text = health.render()
+        return PlainTextResponse(text, status_code=status, headers=headers)
 
     routes: list[BaseRoute] = [
         *extra_routes,
         *origin.routes,
         *pages.routes,
         Route("/metrics", render_metrics, methods=["GET"], name="metrics"),
-        Route("/healthz", health, methods=["GET"], name="health"),
+        Route("/healthz", healthz, methods=["GET"], name="health"),
     ]
     hooks = tuple(lifespan_hooks)
 
@@ -111,6 +119,7 @@ def create_app(
     app.state.store = store
     app.state.cache = cache
     app.state.registry = registry
+    app.state.health = health
     return app
 
 

@@ -1,4 +1,9 @@
-"""The whole HTTP gateway as `onair http` runs it: HLS origin, player, REST API, chat, VODs."""
+"""The whole HTTP gateway as `onair http` runs it: HLS origin, player, REST API, chat, VODs.
+
+Its `/healthz` is the gateway's `Health` ("http"): 200 `ok` once every lifespan hook has
+started, 503 `degraded: <name>: …` while one of its followers restarts — the tables
+`table:onair.channels`, `table:onair.streams`, `table:onair.vods` and chat's `chat` and
+`chat-moderation`; their `onair_follower_*` metrics are in its `/metrics`."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from gateway.chat.service import ChatConfig, ChatService
 from gateway.http.app import create_app
 from objectstore import open_store
 from pipeline.chat import ChatLimits
+from pipeline.health import Health
 from pipeline.metrics import Registry
 from pipeline.settings import Settings
 from schemas.codec import Codec
@@ -24,11 +30,14 @@ from topics.specs import STREAMS
 from topics.table import TableReader
 
 
-def build_app(settings: Settings, registry: Registry | None = None) -> Starlette:
+def build_app(
+    settings: Settings, registry: Registry | None = None, health: Health | None = None
+) -> Starlette:
     registry = registry or Registry()
+    health = health or Health("http")
     store = open_store(settings.storage_url, **settings.s3_options())
-    channels = ChannelDirectory(settings.kafka_bootstrap)
-    streams = TableReader(settings.kafka_bootstrap, STREAMS, None)
+    channels = ChannelDirectory(settings.kafka_bootstrap, registry=registry)
+    streams = TableReader(settings.kafka_bootstrap, STREAMS, None, registry=registry)
     base_url = f"http://{settings.public_host}:{settings.http_port}"
 
     def urls(channel: str) -> dict[str, str]:
@@ -49,10 +58,13 @@ def build_app(settings: Settings, registry: Registry | None = None) -> Starlette
         token_secret=settings.token_secret,
         admin_token=settings.admin_token,
         registry=registry,
+        health=health,
         server_id=f"{settings.public_host}:{settings.http_port}",
         config=ChatConfig(limits=ChatLimits(max_marks_per_char=settings.chat_max_marks_per_char)),
     )
-    vods = VodApi(settings.kafka_bootstrap, base_url=base_url)
+    vods = VodApi(settings.kafka_bootstrap, base_url=base_url, registry=registry)
+    for table in (channels.table, streams, vods.table):
+        health.watch(table.follower.name, table.follower.probe)
     api = ChannelApi(
         channels,
         streams,
@@ -74,10 +86,17 @@ def build_app(settings: Settings, registry: Registry | None = None) -> Starlette
             channels.stop()
             streams.stop()
 
+    @asynccontextmanager
+    async def serving(app: Starlette) -> AsyncIterator[None]:
+        del app
+        health.ok()  # every hook before this one has started: tables read, chat following
+        yield
+
     return create_app(
         store,
         extra_routes=[*chat.routes(), *vods.routes, *api.routes],
-        lifespan_hooks=[directories, chat.lifespan, vods.lifespan],
+        lifespan_hooks=[directories, chat.lifespan, vods.lifespan, serving],
         player_scripts=["/static/chat.js"],
         registry=registry,
+        health=health,
     )

@@ -1,15 +1,19 @@
-"""The REST API on the real broker: channels, keys, admin auth, the OpenAPI document."""
+"""The REST API on the real broker: channels, keys, admin auth, the OpenAPI document; the
+gateway's /healthz and /metrics while one of its followers restarts."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from confluent_kafka import Message
 
 from gateway.http.serve import build_app
 from pipeline.channels import hash_stream_key
@@ -18,6 +22,7 @@ from schemas.codec import Codec
 from topics.admin import ensure_topics
 from topics.client import CheckedProducer
 from topics.specs import STREAMS, all_topics
+from topics.table import TableReader
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +166,66 @@ async def test_openapi_document_describes_the_api(client: httpx.AsyncClient) -> 
     document = (await client.get("/api/openapi.json")).json()
     assert document["openapi"].startswith("3.")
     assert {"/api/channels", "/api/channels/{name}/rotate-key"} <= set(document["paths"])
+
+
+async def _until(
+    what: str, get: Callable[[], Awaitable[httpx.Response]], ok: Callable[[httpx.Response], bool]
+) -> httpx.Response:
+    deadline = time.monotonic() + 30
+    while True:
+        response = await get()
+        if ok(response):
+            return response
+        assert time.monotonic() < deadline, f"{what}: still {response.status_code} {response.text}"
+        await asyncio.sleep(0.05)
+
+
+def _follower_sample(metrics: str, name: str, follower: str) -> float:
+    pattern = rf'^{name}{{follower="{re.escape(follower)}"}} (\S+)$'
+    match = re.search(pattern, metrics, re.MULTILINE)
+    assert match is not None, f"no {name} for {follower}"
+    return float(match.group(1))
+
+
+async def test_healthz_is_degraded_naming_a_table_while_its_follower_restarts(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of onair.streams that fails to apply restarts the gateway's streams table:
+    /healthz answers 503 naming it (and /metrics counts the restarts) until the record is
+    applied, then 200 again, and the record is not lost."""
+    poison = f"api_{uuid.uuid4().hex[:8]}"
+    healed = threading.Event()
+    apply_batch = TableReader._apply_batch
+
+    def failing(table: TableReader, messages: list[Message]) -> None:
+        if not healed.is_set() and any(m.key() == poison.encode() for m in messages):
+            raise RuntimeError("boom on the poison record")
+        apply_batch(table, messages)
+
+    monkeypatch.setattr(TableReader, "_apply_batch", failing)
+    app = build_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://onair.test") as http,
+    ):
+        ready = await http.get("/healthz")
+        assert (ready.status_code, ready.text) == (200, "ok\n")
+        record = {"stream_id": f"{poison}-s", "channel": poison, "updated_ms": 1, "title": "t"}
+        CheckedProducer(settings.kafka_bootstrap).send(
+            STREAMS, poison, Codec().encode("StreamUpdated", record)
+        )
+        down = await _until("healthz", lambda: http.get("/healthz"), lambda r: r.status_code == 503)
+        assert down.text.startswith("degraded: table:onair.streams: restarting for "), down.text
+        assert "last error: RuntimeError: boom on the poison record" in down.text
+        metrics = (await http.get("/metrics")).text
+        streams = "table:onair.streams"
+        assert _follower_sample(metrics, "onair_follower_restarts_total", streams) >= 1
+        assert _follower_sample(metrics, "onair_follower_up", streams) == 0
+        assert _follower_sample(metrics, "onair_follower_up", "chat-moderation") == 1
+        healed.set()
+        await _until("healthz", lambda: http.get("/healthz"), lambda r: r.text == "ok\n")
+        live = (await http.get("/api/streams")).json()
+        assert any(s["channel"] == poison for s in live)
+        metrics = (await http.get("/metrics")).text
+        assert _follower_sample(metrics, "onair_follower_up", streams) == 1

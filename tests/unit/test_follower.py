@@ -1,16 +1,19 @@
 """The pure parts of following a topic: the restart backoff, the cursor's sifting of polled
-messages, and how /healthz renders watched followers."""
+messages, a bounded read's idle timeout (over a stand-in reader), and how /healthz renders
+watched followers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
+import topics.reader
 from pipeline.health import Health
 from topics.follower import Backoff, Follower
-from topics.reader import Cursor, Track
+from topics.reader import Batch, Cursor, Track, read
 
 
 def test_backoff_doubles_from_half_a_second_to_thirty() -> None:
@@ -89,6 +92,59 @@ def test_cursor_raises_on_an_error_that_is_not_the_end() -> None:
     failed = Message(topic="t", partition=0, error=KafkaError(KafkaError._TRANSPORT))
     with pytest.raises(KafkaException):
         cursor.sift([_msg(0, 0), failed])
+
+
+class _OneBatchThenSilence:
+    """A stand-in `Reader` for `read()`: partition 0 bounded at 5, one batch of offsets 0
+    and 1, then nothing ever again."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.cursor = Cursor()
+        self._batches = [Batch([_msg(0, 0), _msg(0, 1)], {0: 2})]
+
+    def __enter__(self) -> _OneBatchThenSilence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def partitions(self) -> list[int]:
+        return [0]
+
+    def locate(self, partitions: list[int], *args: object, **kwargs: object) -> dict[int, Track]:
+        return {p: Track(0, 5, stop=5) for p in partitions}
+
+    def assign(self, tracks: Mapping[int, Track]) -> None:
+        for partition, track in tracks.items():
+            self.cursor.add(partition, track)
+
+    @property
+    def assigned(self) -> set[int]:
+        return set(self.cursor.next)
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+    def poll(self, timeout_s: float) -> Batch | None:
+        if self._batches:
+            return self._batches.pop(0)
+        time.sleep(0.01)
+        return None
+
+
+def test_a_bounded_read_counts_idle_time_only_while_the_caller_waits_for_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(topics.reader, "Reader", _OneBatchThenSilence)
+    records = read("unused:9092", "t", idle_timeout_s=0.3)
+    assert next(records).offset() == 0
+    time.sleep(0.5)  # the caller is busy with the first record: that is not the broker's silence
+    assert next(records).offset() == 1
+    asked = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"t partitions \[0\]: nothing read for 0 s"):
+        next(records)
+    assert time.monotonic() - asked >= 0.3
 
 
 def _reader_of(problems: dict[str, str | None], name: str) -> Callable[[], str | None]:

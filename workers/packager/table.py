@@ -1,16 +1,16 @@
 """`ChangelogTable`: the packager's state, a dict of JSON values whose changes go to a
-compacted changelog topic and are read back from it when a partition is taken over."""
+compacted changelog topic and are read back from it when a partition is taken over (a bounded
+`topics.reader.read`: to each partition's end when the restore began, that end reached by the
+end-of-partition event even when compaction removed the record just before it)."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
-
-from topics.client import CheckedProducer, make_consumer
+from topics.client import CheckedProducer
+from topics.reader import read
 
 
 class ChangelogTable(MutableMapping[str, Any]):
@@ -58,47 +58,22 @@ class ChangelogTable(MutableMapping[str, Any]):
         return len(changes)
 
     def restore(self, bootstrap: str, partitions: list[int], timeout_s: float = 60.0) -> int:
-        """Load the state of `partitions` from the changelog; → records read."""
+        """Load the state of `partitions` from the changelog; → records read. Raises
+        `TimeoutError` when nothing arrives for `timeout_s` before the end."""
         if not partitions:
             return 0
-        eof: dict[str, Any] = {"enable.partition.eof": True}
-        reader = make_consumer(bootstrap, None, **eof)
-        try:
-            ends: dict[int, int] = {}
-            for p in partitions:
-                ends[p] = reader.get_watermark_offsets(TopicPartition(self.topic, p), 10)[1]
-            pending = {p for p, end in ends.items() if end > 0}
-            reader.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in pending])
-            deadline = time.monotonic() + timeout_s
-            count = 0
-            while pending:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.topic}: not restored within {timeout_s:.0f} s")
-                msg = reader.poll(0.2)
-                if msg is None:
-                    continue
-                error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise KafkaException(error)
-                    # the end, even when compaction removed the record just before it
-                    pending.discard(msg.partition() or 0)
-                    continue
-                key = json.loads(msg.key() or b'""')
-                value = msg.value()
-                partition = msg.partition() or 0
-                if value is None:
-                    self._data.pop(key, None)
-                    self._partition_of.pop(key, None)
-                else:
-                    self._data[key] = json.loads(value)
-                    self._partition_of[key] = partition
-                count += 1
-                if (msg.offset() or 0) + 1 >= ends[partition]:
-                    pending.discard(partition)
-            return count
-        finally:
-            reader.close()
+        count = 0
+        for msg in read(bootstrap, self.topic, partitions=partitions, idle_timeout_s=timeout_s):
+            key = json.loads(msg.key() or b'""')
+            value = msg.value()
+            if value is None:
+                self._data.pop(key, None)
+                self._partition_of.pop(key, None)
+            else:
+                self._data[key] = json.loads(value)
+                self._partition_of[key] = msg.partition() or 0
+            count += 1
+        return count
 
     def drop(self, partitions: set[int]) -> None:
         for key in [k for k, p in self._partition_of.items() if p in partitions]:

@@ -1,4 +1,5 @@
-"""`rebuild()`: read the stream's chunks once from Kafka, transcode them in a pool of worker
+"""`rebuild()`: read the stream's chunks once from Kafka (a bounded `topics.reader.read` of
+its offsets, never skipping a lost chunk silently), transcode them in a pool of worker
 processes (each a `LadderTranscoder`), then write the VOD's playlists (and files) with the
 VOD worker's code."""
 
@@ -8,19 +9,20 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException, Message
 from confluent_kafka.admin import ConfigResource, ResourceType
 
 from pipeline.ladder import Ladder, Rendition
 from schemas.codec import Codec
 from schemas.records import PartAssembler
 from topics.admin import admin_client
-from topics.client import make_consumer, poll_checked
+from topics.reader import Reader, Start, read
 from topics.specs import GOPS, STREAMS
 from workers.rebuild.output import StoreSpec
 from workers.rebuild.plan import (
@@ -106,27 +108,19 @@ def rebuild(
     where = replay_range(history, gops_topic)
     assert history.started is not None
     source = history.started
-    strict: dict[str, Any] = {"auto.offset.reset": "error"}  # never skip lost chunks silently
-    consumer = make_consumer(bootstrap, None, **strict)
-    try:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(gops_topic, where.partition), timeout=10
-        )
-        check_retention(stream_id, where, low, high, topic_retention_ms(bootstrap, gops_topic))
-        rungs = resolve_rungs(renditions, ladder, source["width"], source["height"], source["fps"])
-        labels = [r.label(source["fps"]) for r in rungs]
-        if on_start is not None:
-            on_start(where.gops)
-        logger.info(
-            "rebuild %s: %d GOPs from %s[%d] offsets %d..%d → %s into %s",
-            stream_id, where.gops, gops_topic, where.partition, where.first_offset,
-            where.last_offset, ", ".join(labels), output.describe(),
-        )  # fmt: skip
-        segments = _transcode_all(
-            consumer, where, stream_id, output, rungs, preset, workers, progress
-        )
-    finally:
-        consumer.close()
+    with Reader(bootstrap, gops_topic) as reader:
+        low, high = reader.watermarks(where.partition)
+    check_retention(stream_id, where, low, high, topic_retention_ms(bootstrap, gops_topic))
+    rungs = resolve_rungs(renditions, ladder, source["width"], source["height"], source["fps"])
+    labels = [r.label(source["fps"]) for r in rungs]
+    if on_start is not None:
+        on_start(where.gops)
+    logger.info(
+        "rebuild %s: %d GOPs from %s[%d] offsets %d..%d → %s into %s",
+        stream_id, where.gops, gops_topic, where.partition, where.first_offset,
+        where.last_offset, ", ".join(labels), output.describe(),
+    )  # fmt: skip
+    segments = _transcode_all(bootstrap, where, stream_id, output, rungs, preset, workers, progress)
     missing = sorted(set(range(where.gops)) - set(segments.segments.get(labels[0], {})))
     if len(missing) == where.gops:
         raise RebuildError(f"stream {stream_id}: no GOP could be transcoded; see the log")
@@ -156,7 +150,7 @@ def rebuild(
 
 
 def _transcode_all(
-    consumer: Any,
+    bootstrap: str,
     where: ReplayRange,
     stream_id: str,
     output: StoreSpec,
@@ -166,7 +160,9 @@ def _transcode_all(
     progress: Callable[[int, float], None] | None,
 ) -> SegmentSet:
     """Read the stream's chunks once and keep every worker process busy (at most two chunks
-    waiting per process, so memory stays bounded)."""
+    waiting per process, so memory stays bounded). A chunk lost under the read (retention;
+    `auto.offset.reset` is `error`, so nothing is skipped silently), a consumer error, or no
+    chunk for 60 s is a `RebuildError`."""
     processes = max(1, workers or os.cpu_count() or 1)
     segments = SegmentSet(stream_id)
     key = stream_id.encode()
@@ -197,34 +193,48 @@ def _transcode_all(
         initializer=_init_process,
         initargs=(output, [(r.height, r.fps, r.bitrate_bps) for r in rungs], preset),
     ) as pool:
-        consumer.assign([TopicPartition(where.topic, where.partition, where.first_offset)])
-        offset = where.first_offset - 1
-        idle_deadline = time.monotonic() + 60
-        while offset < where.last_offset:
-            try:
-                msg = poll_checked(consumer, 0.5)
-            except KafkaException as exc:  # e.g. retention deleted the chunks under us
-                raise RebuildError(
-                    f"reading {where.topic}[{where.partition}] at offset {offset + 1}: {exc}"
-                ) from exc
-            if msg is None:
-                if time.monotonic() > idle_deadline:
-                    raise RebuildError(
-                        f"no GOP chunk from {where.topic}[{where.partition}] for 60 s "
-                        f"at offset {offset + 1}"
-                    )
-                continue
-            idle_deadline = time.monotonic() + 60
-            offset = msg.offset() or 0
-            if msg.key() != key or offset > where.last_offset:
-                continue
-            whole = assembler.add(codec.expect("GopChunk", msg.value()))
-            if whole is None:  # a part of a GOP still arriving
-                continue
-            while len(pending) >= 2 * processes:
-                settle(block=True)
-            pending.add(pool.submit(_transcode, codec.encode("GopChunk", whole)))
-            settle(block=False)
+        with closing(_chunks(bootstrap, where)) as chunks:
+            for msg in chunks:
+                if msg.key() != key:
+                    continue
+                whole = assembler.add(codec.expect("GopChunk", msg.value()))
+                if whole is None:  # a part of a GOP still arriving
+                    continue
+                while len(pending) >= 2 * processes:
+                    settle(block=True)
+                pending.add(pool.submit(_transcode, codec.encode("GopChunk", whole)))
+                settle(block=False)
         while pending:
             settle(block=True)
     return segments
+
+
+def _chunks(bootstrap: str, where: ReplayRange) -> Generator[Message, None, None]:
+    """Every record of the replay range, in order; what reading raises as a `RebuildError`."""
+    partition = where.partition
+    records = read(
+        bootstrap,
+        where.topic,
+        partitions=[partition],
+        start=Start.offset(where.first_offset),
+        stop_at={partition: where.last_offset + 1},
+        idle_timeout_s=60,
+        config={"auto.offset.reset": "error"},  # never skip lost chunks silently
+    )
+    offset = where.first_offset - 1
+    with closing(records):
+        while True:
+            try:
+                msg = next(records)
+            except StopIteration:
+                return
+            except KafkaException as exc:  # e.g. retention deleted the chunks under us
+                raise RebuildError(
+                    f"reading {where.topic}[{partition}] at offset {offset + 1}: {exc}"
+                ) from exc
+            except TimeoutError as exc:  # nothing for 60 s
+                raise RebuildError(
+                    f"no GOP chunk from {where.topic}[{partition}] at offset {offset + 1}: {exc}"
+                ) from exc
+            offset = msg.offset() or 0
+            yield msg

@@ -1,6 +1,10 @@
 """The live spool: while a stream is live, `Prefetcher` copies its segments into a local
 `SegmentSpool` as they are announced, so the end-of-stream work reads local files instead of
-the whole stream from the store (the spool is only a cache: anything missing is fetched)."""
+the whole stream from the store (the spool is only a cache: anything missing is fetched).
+
+The prefetcher's reading is a `topics.follower.Follower` (`vod-prefetch`): a failed poll
+restarts it where its last batch ended; `prefetcher.follower.probe` goes to the worker's
+`Health`."""
 
 from __future__ import annotations
 
@@ -15,13 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
 from pipeline.errors import CodecError, ObjectNotFound
 from pipeline.metrics import Registry
 from pipeline.store import ObjectStore
 from schemas.codec import Codec
-from topics.client import OFFSET_END, make_consumer, poll_checked
+from topics.follower import Follower
+from topics.reader import END
 from topics.specs import SEGMENTS
 
 logger = logging.getLogger(__name__)
@@ -77,19 +82,19 @@ class Prefetcher:
         workers: int = 4,
         registry: Registry | None = None,
     ) -> None:
-        self.bootstrap = bootstrap
         self.store = store
         self.spool = spool
-        self.topic = topic
         self._wanted: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vod-prefetch")
         self._slots = threading.BoundedSemaphore(workers * 4)
-        self._thread: threading.Thread | None = None
         self._codec = Codec()
-        self.fetched = (registry or Registry()).counter(
+        registry = registry or Registry()
+        self.fetched = registry.counter(
             "onair_vod_prefetched_segments_total", "Live segments copied to the VOD spool."
+        )
+        self.follower = Follower(
+            "vod-prefetch", bootstrap, topic, self._take_batch, start=END, registry=registry
         )
 
     def want(self, stream_id: str) -> None:
@@ -101,24 +106,12 @@ class Prefetcher:
             self._wanted.discard(stream_id)
 
     def start(self) -> None:
-        consumer = make_consumer(self.bootstrap, None)
-        metadata = consumer.list_topics(self.topic, timeout=30).topics[self.topic]
-        consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in metadata.partitions])
-        self._thread = threading.Thread(
-            target=self._follow, args=(consumer,), name="vod-prefetch", daemon=True
-        )
-        self._thread.start()
+        """Follow every partition from its end; returns at once."""
+        self.follower.start()
 
-    def _follow(self, consumer: Consumer) -> None:
-        try:
-            while not self._stop.is_set():
-                msg = poll_checked(consumer, 0.2)
-                if msg is not None:
-                    self._take(msg)
-        except Exception:  # the spool is an optimisation: the worker goes on without it
-            logger.exception("vod prefetch stopped")
-        finally:
-            consumer.close()
+    def _take_batch(self, batch: list[Message]) -> None:
+        for msg in batch:
+            self._take(msg)
 
     def _take(self, msg: Message) -> None:
         key = (msg.key() or b"").decode("utf-8", "replace")
@@ -145,7 +138,5 @@ class Prefetcher:
             logger.warning("vod prefetch of %s failed: %s", record["key"], exc)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        self.follower.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)

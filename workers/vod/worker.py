@@ -1,5 +1,8 @@
 """The VOD worker: the Kafka loop over `onair.streams` that, when a stream ends, reads its
-story, builds its VOD and produces the catalog record to `onair.vods`, then commits."""
+story, builds its VOD and produces the catalog record to `onair.vods`, then commits.
+
+Its followers — the catalog table (`table:onair.vods`) and the live prefetch
+(`vod-prefetch`) — are watched by the worker's `Health` and report to its registry."""
 
 from __future__ import annotations
 
@@ -93,7 +96,8 @@ class VodWorker:
             self.bootstrap, [STREAMS, VODS], group=self.group, on_wait=self.health.starting
         )
         self.health.starting("reading the VOD catalog")
-        catalog = TableReader(self.bootstrap, VODS, "Vod", self._codec)
+        catalog = TableReader(self.bootstrap, VODS, "Vod", self._codec, registry=self.registry)
+        self.health.watch(catalog.follower.name, catalog.follower.probe)
         catalog.start()
         self.health.starting(f"joining group {self.group}")
         consumer = make_consumer(
@@ -105,6 +109,8 @@ class VodWorker:
             self.prefetcher = Prefetcher(
                 self.bootstrap, self.store, self.spool, registry=self.registry
             )
+            follower = self.prefetcher.follower
+            self.health.watch(follower.name, follower.probe)
             self.prefetcher.start()
         logger.info("vod: consuming %s", STREAMS)
         try:

@@ -23,6 +23,7 @@ from pipeline.errors import (
     OnairError,
     StoreError,
 )
+from pipeline.health import Health
 from pipeline.metrics import Registry
 from pipeline.store import LocalStore, StoredObject
 
@@ -164,6 +165,29 @@ async def test_state_and_shared_registry(tmp_path: Path) -> None:
     assert "onair_http_cache_store_reads_total" in text
     health = await call(app, "GET", "/healthz")
     assert (health.status_code, health.text) == (200, "ok")
+
+
+async def test_healthz_renders_the_gateway_health_with_its_watched_followers(
+    tmp_path: Path,
+) -> None:
+    health = Health("http")
+    problem: list[str | None] = [None]
+    health.watch("chat", lambda: problem[0])
+    app = create_app(LocalStore(tmp_path), health=health)
+    assert app.state.health is health
+    starting = await call(app, "GET", "/healthz")
+    assert (starting.status_code, starting.text) == (503, "starting: starting up\n")
+    health.ok()
+    ok = await call(app, "GET", "/healthz")
+    assert (ok.status_code, ok.text, ok.headers["cache-control"]) == (200, "ok\n", "no-store")
+    problem[0] = "restarting for 1.0 s (1 restarts), last error: RuntimeError: boom"
+    degraded = await call(app, "GET", "/healthz")
+    assert (degraded.status_code, degraded.text) == (
+        503,
+        "degraded: chat: restarting for 1.0 s (1 restarts), last error: RuntimeError: boom\n",
+    )
+    problem[0] = None
+    assert (await call(app, "GET", "/healthz")).status_code == 200
 
 
 def test_error_code() -> None:
