@@ -54,7 +54,6 @@ class DeadLetters:
     def __init__(
         self,
         group: str,
-        producer: CheckedProducer,
         *,
         attempts: int = 3,
         pause_s: float = 0.5,
@@ -67,7 +66,6 @@ class DeadLetters:
         self.group = group
         self.attempts = attempts
         self.pause_s = pause_s
-        self._producer = producer
         self._codec = codec or Codec()
         self._stop = stop or threading.Event()
         registry = registry or Registry()
@@ -82,9 +80,16 @@ class DeadLetters:
             ("group",),
         ).labels(group)
 
-    def handle(self, msg: Message, handler: Callable[[], None], skip: Callable[[], None]) -> bool:
+    def handle(
+        self,
+        msg: Message,
+        producer: CheckedProducer,
+        handler: Callable[[], None],
+        skip: Callable[[], None],
+    ) -> bool:
         """Run `handler` for `msg`; True when it succeeded, False when `msg` went to the dead
-        letters (then `skip` ran). Infrastructure errors propagate at once."""
+        letters through `producer` (then `skip` ran). Infrastructure errors propagate at once.
+        The handler must leave nothing half-done in memory when it raises (it is run again)."""
         for attempt in range(1, self.attempts + 1):
             try:
                 handler()
@@ -116,12 +121,12 @@ class DeadLetters:
                     msg.offset(),
                     self.attempts,
                 )
-                self.send(msg, error)
+                self.send(producer, msg, error)
                 skip()
                 return False
         raise AssertionError("unreachable")
 
-    def send(self, msg: Message, error: str) -> None:
+    def send(self, producer: CheckedProducer, msg: Message, error: str) -> None:
         """Write `msg` with `error` to onair.deadletter and wait for the acknowledgement (a
         failed delivery raises: the event is then neither handled nor dead-lettered, and the
         role's successor sees it again)."""
@@ -136,7 +141,7 @@ class DeadLetters:
             "attempts": self.attempts,
             "failed_ms": int(time.time() * 1000),
         }
-        self._producer.send(DEAD_LETTERS, self.group, self._codec.encode("DeadLetter", record))
+        producer.send(DEAD_LETTERS, self.group, self._codec.encode("DeadLetter", record))
         self.dead.inc()
 
 

@@ -43,9 +43,9 @@ class RecordingProducer:
 
 def make(producer: RecordingProducer) -> tuple[DeadLetters, Registry]:
     registry = Registry()
+    del producer
     dead = DeadLetters(
         "onair.transcode.720p30",
-        producer,  # type: ignore[arg-type]
         attempts=3,
         pause_s=0.001,
         registry=registry,
@@ -70,7 +70,7 @@ def test_a_handler_that_succeeds_is_run_once() -> None:
     dead, _ = make(producer)
     handler = failing(0, ValueError("x"))
     skipped: list[bool] = []
-    assert dead.handle(FakeMessage(), handler, lambda: skipped.append(True))  # type: ignore[arg-type]
+    assert dead.handle(FakeMessage(), producer, handler, lambda: skipped.append(True))  # type: ignore[arg-type]
     assert handler.calls["n"] == 1 and not skipped and not producer.sent
 
 
@@ -78,7 +78,7 @@ def test_a_passing_failure_is_retried_and_not_dead_lettered() -> None:
     producer = RecordingProducer()
     dead, _ = make(producer)
     handler = failing(2, ValueError("flaky"))
-    assert dead.handle(FakeMessage(), handler, lambda: None)  # type: ignore[arg-type]
+    assert dead.handle(FakeMessage(), producer, handler, lambda: None)  # type: ignore[arg-type]
     assert handler.calls["n"] == 3
     assert dead.retries.value == 2 and dead.dead.value == 0 and not producer.sent
 
@@ -88,7 +88,7 @@ def test_an_event_failing_every_attempt_is_dead_lettered_with_its_story_and_skip
     dead, _ = make(producer)
     handler = failing(99, KeyError("packets"))
     skipped: list[bool] = []
-    assert not dead.handle(FakeMessage(), handler, lambda: skipped.append(True))  # type: ignore[arg-type]
+    assert not dead.handle(FakeMessage(), producer, handler, lambda: skipped.append(True))  # type: ignore[arg-type]
     assert handler.calls["n"] == 3 and skipped == [True]
     [(topic, key, value)] = producer.sent
     assert (topic, key) == (DEAD_LETTERS, "onair.transcode.720p30")
@@ -110,5 +110,5 @@ def test_infrastructure_failures_propagate_at_once(exc: Exception) -> None:
     dead, _ = make(producer)
     handler = failing(99, exc)
     with pytest.raises(type(exc)):
-        dead.handle(FakeMessage(), handler, lambda: None)  # type: ignore[arg-type]
+        dead.handle(FakeMessage(), producer, handler, lambda: None)  # type: ignore[arg-type]
     assert handler.calls["n"] == 1 and not producer.sent
