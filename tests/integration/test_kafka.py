@@ -11,9 +11,9 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from objectstore.local import LocalStore
 from pipeline.errors import TopicMismatch
 from pipeline.ladder import DEFAULT_LADDER, Ladder
-from pipeline.store import LocalStore
 from schemas.codec import Codec, Schema
 from schemas.records import gop_to_record
 from tests.mediafixtures import cached_flv, gops_from_flv

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.http.app import create_app
 from gateway.http.player import IMMUTABLE, Asset, PlayerPages, load_assets
-from pipeline.store import LocalStore
+from objectstore.local import LocalStore
 
 
 def config_of(page: str) -> dict[str, object]:
