@@ -207,7 +207,8 @@ class Session:
     watched_s: float = 0.0
     startup_s: float = 0.0
     abandoned: int = 0
-    levels: list[int] = field(default_factory=list)
+    levels: list[int] = field(default_factory=list)  # rung of each chunk
+    requests_s: list[float] = field(default_factory=list)  # when each chunk was asked for
 
     def qoe(self, rebuffer_weight: float = 4.3, switch_weight: float = 1.0) -> float:
         """QoE_lin per 2 s of media: Σ bitrate_Mbps - 4.3 x rebuffer_s - 1 x |Δbitrate_Mbps|,
@@ -362,6 +363,7 @@ class Player:
             if wait > 0:
                 self.advance(self.now + wait)
             level, download = self.fetch(index, level)
+            session.requests_s.append(download.request_s)
             self.buffer_end += chunk_s
             if not self.started:
                 self.started = True

@@ -23,9 +23,12 @@ Per chunk (a 2 s segment, or a 0.5 s part in low-latency HLS) of duration `D`:
   switch costs its |Δ Mbps|. The rung with the best total is the plan. A thin buffer or a
   player at the live edge leaves little slack; a player that fell behind has more room.
 - **Fast down, careful up, no oscillation.** Down: at once, to the plan, several rungs if
-  need be. Up: one rung at a time, once the plan has been above the current rung for
-  `UP_HOLD_S` of media in a row, and not within `DOWN_HOLD_S` of a down-switch. Before the
-  first down-switch the plan is followed directly (the start is the lowest rung).
+  need be. Up: never past a rung whose chunks, at the (undiscounted) estimate, arrive slower
+  than they play — live, such a rung only drains the buffer, and a short plan would climb
+  to it, fall back and climb again; one rung at a time, once the plan has been above the
+  current rung for `UP_HOLD_S` of media in a row, and not within `DOWN_HOLD_S` of a
+  down-switch. Before the first down-switch the plan is followed directly (the start is the
+  lowest rung).
 - **Emergency abandon.** While a chunk downloads, if at the rate seen so far it would finish
   after the buffer runs dry and a lower rung fetched now would finish sooner, it is given up
   for the highest lower rung that fits in the buffer (hls.js and dash.js have such a rule; the
@@ -44,6 +47,7 @@ ERROR_WINDOW = 5  # chunks whose estimate errors the discount looks back over
 HORIZON = 5  # chunks each rung's plan looks ahead
 STALL_WEIGHT = 4.3  # QoE lost per second of stall (the bench's QoE_lin weight)
 SWITCH_WEIGHT = 1.0  # QoE lost per Mbps of switch
+UP_SHARE = 1.0  # going up needs the rung's fetch time within this share of a chunk
 UP_HOLD_S = 4.0  # media seconds the plan must stay above the current rung to go up one
 DOWN_HOLD_S = 8.0  # no up-switch within this many media seconds of a down-switch
 MIN_TRANSFER_S = 0.01  # a transfer measured shorter than this counts as this long
@@ -187,11 +191,30 @@ class LiveAbrController:
                 best, best_value = level, value
         return best
 
+    def sustainable(self, level: int) -> int:
+        """The highest rung from the current one up to `level` whose chunks arrive at least
+        as fast as they play (within `UP_SHARE` of a chunk's duration) at the estimate: live,
+        a rung that cannot keep up only drains the buffer, so going up stops there."""
+        throughput = self.estimate_bps()
+        if throughput is None:
+            return self.level
+        rtt = self.rtt_s()
+        while level > self.level:
+            if (
+                rtt + self.bitrates_bps[level] * self.chunk_s / throughput
+                <= UP_SHARE * self.chunk_s
+            ):
+                break
+            level -= 1
+        return level
+
     def choose(self, buffer_s: float, latency_s: float) -> int:
         """The rung for the next chunk, given the seconds buffered ahead of the playhead and
         how far behind the live edge the playhead is."""
         self.since_down_s += self.chunk_s
         best = self.plan(buffer_s, latency_s)
+        if best > self.level:
+            best = self.sustainable(best)
         if best < self.level:
             self._down(best)
         elif best == self.level:
