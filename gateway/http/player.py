@@ -4,7 +4,9 @@ Assets are read once at start-up and addressed as `/static/<name>?v=<content has
 pages can let browsers keep them for a year: a new build changes the hash and the URL.
 `hls.min.js` comes from the `hls.js` npm package (`npm ci` copies it into `static/`); a checkout
 that only ran `npm ci` is served straight from `node_modules/`. Without it the page falls back
-to the browser's own HLS (Safari).
+to the browser's own HLS (Safari). `abr.js` is onair's ABR controller (the twin of
+pipeline/abr/live.py) that `player.js` gives hls.js; `?abr=hlsjs` keeps hls.js's own, and
+the Stats button (or `?stats=1`) shows rung, bandwidth estimate, buffer and latency.
 
 Other parts of the gateway can add scripts to the page (`extra_scripts`): the chat client
 finds its mount point in `<div id="chat" data-channel=… data-ws-path=…>`.
@@ -137,7 +139,9 @@ class PlayerPages:
 
     def page(self, *, title: str, kind: str, src: str, channel: str | None) -> Response:
         config = {"kind": kind, "src": src, "channel": channel, "title": title}
-        scripts = [a.url for n in ("hls.min.js", "player.js") if (a := self.assets.get(n))]
+        scripts = [
+            a.url for n in ("hls.min.js", "abr.js", "player.js") if (a := self.assets.get(n))
+        ]
         scripts.extend(self.extra_scripts)
         chat_attrs = ""
         if channel is not None:
@@ -197,6 +201,7 @@ _PAGE = """<!doctype html>
     <div class="screen">
       <video id="video" controls autoplay muted playsinline></video>
       <div id="status" class="status" hidden></div>
+      <dl id="stats" class="stats" aria-live="off" hidden></dl>
     </div>
     <div class="bar">
       <h1 class="title">{title}</h1>
@@ -207,6 +212,8 @@ _PAGE = """<!doctype html>
         <select id="quality" aria-label="Quality"><option value="-1">Auto</option></select>
       </label>
       <span id="current-level" class="current-level" aria-live="polite"></span>
+      <button id="stats-toggle" class="stats-toggle" type="button" aria-controls="stats"
+        aria-pressed="false" title="Playback stats: rung, bandwidth, buffer, latency">Stats</button>
     </div>
   </section>
   <div id="chat" class="chat"{chat_attrs}></div>

@@ -38,7 +38,12 @@ async def test_watch_page_plays_the_channel(client: httpx.AsyncClient) -> None:
     assert '<select id="quality"' in page and '<option value="-1">Auto</option>' in page
     assert 'id="live-edge"' in page and 'id="current-level"' in page
     scripts = re.findall(r'<script src="([^"]+)"></script>', page)
-    assert [s.split("?")[0] for s in scripts] == ["/static/hls.min.js", "/static/player.js"]
+    assert [s.split("?")[0] for s in scripts] == [
+        "/static/hls.min.js",
+        "/static/abr.js",
+        "/static/player.js",
+    ]
+    assert 'id="stats"' in page and 'id="stats-toggle"' in page
 
 
 async def test_vod_page(client: httpx.AsyncClient) -> None:
