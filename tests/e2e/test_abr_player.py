@@ -29,7 +29,7 @@ import pytest
 import uvicorn
 
 from gateway.http.app import create_app
-from pipeline.store import LocalStore
+from objectstore.local import LocalStore
 from tests.e2e.test_player import free_socket, require_tools
 
 logger = logging.getLogger(__name__)

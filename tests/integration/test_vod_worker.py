@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.store import LocalStore
+from objectstore.local import LocalStore
 from schemas.codec import Codec
 from topics.admin import ensure_topics, group_lag
 from topics.client import CheckedProducer, Delivery
