@@ -28,6 +28,7 @@ from topics.specs import CHAT
 
 logger = logging.getLogger(__name__)
 
+MAX_OFFSET = 2**63 - 1
 SKEW_MS = 5_000  # sent_ms (chat server clock) vs the broker's LogAppendTime
 
 
@@ -132,7 +133,7 @@ class HistoryReader:
 
     @staticmethod
     def _offset_at(consumer: Any, partition: int, ts_ms: int, default: int) -> int:
-        tp = TopicPartition(CHAT, partition, max(0, ts_ms))
+        tp = TopicPartition(CHAT, partition, min(max(0, ts_ms), MAX_OFFSET))  # an int64
         [found] = consumer.offsets_for_times([tp], timeout=10.0)
         return int(found.offset) if found.offset >= 0 else default
 
