@@ -12,7 +12,8 @@ Seeds are cut to a few KiB (`MAX_SEED_BYTES`); the small resolution keeps whole 
 The other targets' seeds are the documented shapes of their inputs (API bodies, URLs, Range
 headers, tokens, one encoded sample of every Avro schema).
 
-Each seed starts with the target's mode byte(s) (see `targets.py`).
+Each seed starts with the target's mode byte(s) (see `targets.py`). Files named
+`regression-*` are crash inputs atheris found (kept once fixed) and are left alone.
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ def write(target: str, seeds: dict[str, bytes]) -> tuple[int, int]:
     directory = CORPUS / target
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.iterdir():
-        old.unlink()
+        if not old.name.startswith("regression-"):  # crash inputs found by fuzzing stay
+            old.unlink()
     seen = set()
     for name, seed in sorted(seeds.items()):
         seed = seed[:MAX_SEED_BYTES]
