@@ -107,7 +107,8 @@ def rtmp(data: bytes) -> None:
     fed = 0
     published = False
     try:
-        for piece in _pieces(HANDSHAKE + payload if mode == 2 else payload, step):
+        pieces = _pieces(payload, step)
+        for piece in [HANDSHAKE, *pieces] if mode == 2 else pieces:
             fed += len(piece)
             _out, events = session.feed(piece)
             if any(isinstance(e, PublishRequested) for e in events):
