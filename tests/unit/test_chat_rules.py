@@ -435,7 +435,7 @@ def moderation_bodies(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", [*ACTIONS, "kick"])
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     channel=st.one_of(
         st.just("demo"),

@@ -148,7 +148,7 @@ rung = st.tuples(
 ladders = st.one_of(st.lists(rung, min_size=1, max_size=4).map(",".join), st.text(max_size=40))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.sampled_from(VARIABLES), st.one_of(numberish, st.text(max_size=30), ladders))
 def test_any_value_is_taken_or_refused_naming_its_variable(variable: str, raw: str) -> None:
     env = {"ONAIR_ADMIN_TOKEN": "a", "ONAIR_TOKEN_SECRET": "s", variable: raw}
@@ -158,7 +158,7 @@ def test_any_value_is_taken_or_refused_naming_its_variable(variable: str, raw: s
         assert exc.variable in (variable, "ONAIR_S3_ENDPOINT")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ladders)
 def test_a_ladder_that_parses_can_be_served_and_encoded(spec: str) -> None:
     """Every rung's name is one the origin serves (`gateway/origin/hls.py` RENDITION), its

@@ -140,7 +140,7 @@ def check_target(raw: bytes) -> None:
 
 
 @pytest.mark.parametrize("template", [r.path for r in ORIGIN_ROUTES])
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_route_shaped_targets_map_into_the_layout_or_nowhere(
     template: str, data: st.DataObject

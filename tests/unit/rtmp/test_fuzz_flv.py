@@ -29,7 +29,7 @@ from gateway.rtmp.flv import (
 )
 from pipeline.errors import FlvError
 
-FUZZ = settings(max_examples=150, deadline=None)
+FUZZ = settings(max_examples=100, deadline=None)
 
 
 class _BitWriter:
