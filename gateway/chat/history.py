@@ -30,6 +30,7 @@ from topics.specs import CHAT
 
 logger = logging.getLogger(__name__)
 
+MAX_OFFSET = 2**63 - 1
 SKEW_MS = 5_000  # sent_ms (chat server clock) vs the broker's LogAppendTime
 
 
@@ -142,7 +143,8 @@ class HistoryReader:
     def _locate(reader: Reader, partition: int, ts_ms: int) -> Track:
         """`next`: the first offset at or after `ts_ms` (the end when none is); `end`, `low`:
         the partition's watermarks."""
-        return reader.locate([partition], Start.at_time(ts_ms))[partition]
+        at_ms = min(max(0, ts_ms), MAX_OFFSET)  # Kafka takes an int64
+        return reader.locate([partition], Start.at_time(at_ms))[partition]
 
     def _scan(
         self,

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
+# `since` / `until` are ms since the epoch; past this (JavaScript's largest exact integer,
+# year 287396) a time means nothing, and far past it Kafka's offsets_for_times takes no
+# int64: `since=99999999999999999999` was an OverflowError, a 500
+MAX_TIME_MS = 2**53 - 1
 
 
 def _http_error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -84,9 +88,12 @@ class ChatApi:
                 values[name] = None
                 continue
             try:
-                values[name] = int(raw)
+                value = int(raw)
             except ValueError:
                 return _http_error(400, "bad_request", f"{name} must be an integer")
+            if name != "limit" and not 0 <= value <= MAX_TIME_MS:
+                return _http_error(400, "bad_request", f"{name} must be within 0..{MAX_TIME_MS}")
+            values[name] = value
         config = self._chat.config
         given = values["limit"]
         limit = config.history_default_limit if given is None else given
