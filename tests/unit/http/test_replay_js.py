@@ -116,7 +116,7 @@ def test_a_deep_seek_shows_no_chat_from_before_a_hole_then_fills_in_going_back()
 
 
 def test_a_window_in_flight_shows_nothing_until_it_lands() -> None:
-    steps = [["hold"], ["at", 40], ["release"]]
+    steps: list[list[Any]] = [["hold"], ["at", 40], ["release"]]
     (result,) = run_node([scenario(steps)])
     _hold, waiting, landed = result["steps"]
     assert waiting["fetches"] == fetched(1, 0)  # two at a time, the position's own first
@@ -126,7 +126,7 @@ def test_a_window_in_flight_shows_nothing_until_it_lands() -> None:
 
 
 def test_a_failed_window_is_asked_again_after_a_backoff() -> None:
-    steps = [["fail", 1], ["at", 5], ["clock", 1_000], ["clock", 2_500]]
+    steps: list[list[Any]] = [["fail", 1], ["at", 5], ["clock", 1_000], ["clock", 2_500]]
     (result,) = run_node([scenario(steps)])
     _fail, failed, early, retried = result["steps"]
     assert failed["fetches"] == fetched(0, 1) and failed["loaded"] == [1]
