@@ -9,6 +9,11 @@ from `until` until `limit` messages are found. Every request reads at most `max_
 records, each window through a `topics.reader.Reader` bounded at the window's end; readers
 are reused across requests. A consumer error, or a broker that does not answer, raises
 `KafkaException` (the route answers 503).
+
+Moderation is applied here, on the server, so no client ever receives what it should not
+show: the caller's `hidden(record)` (`ModerationState.hides`: deleted by a moderator, or
+cleared by a later ban or timeout of its sender) leaves a record out, and `limit` counts only
+what is left.
 """
 
 from __future__ import annotations
@@ -82,11 +87,12 @@ class HistoryReader:
         since_ms: int | None,
         until_ms: int,
         limit: int,
-        is_deleted: Callable[[str], bool],
+        hidden: Callable[[dict[str, Any]], bool],
     ) -> HistoryPage:
+        """`hidden(record)`: True leaves a decoded `ChatMessage` record out."""
         reader = self._take()
         try:
-            page = self._read(reader, channel, partition, since_ms, until_ms, limit, is_deleted)
+            page = self._read(reader, channel, partition, since_ms, until_ms, limit, hidden)
         except Exception as exc:
             # a reader that failed mid-read may still hold its partition: not reused
             with contextlib.suppress(ValueError):
@@ -107,7 +113,7 @@ class HistoryReader:
         since_ms: int | None,
         until_ms: int,
         limit: int,
-        is_deleted: Callable[[str], bool],
+        hidden: Callable[[dict[str, Any]], bool],
     ) -> HistoryPage:
         key = channel.encode()
 
@@ -117,7 +123,7 @@ class HistoryReader:
                 record["channel"] == channel
                 and (since_ms is None or sent >= since_ms)
                 and sent <= until_ms
-                and not is_deleted(str(record["id"]))
+                and not hidden(record)
             )
 
         if since_ms is not None:  # oldest first from `since`

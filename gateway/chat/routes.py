@@ -188,6 +188,8 @@ def openapi_paths() -> dict[str, Any]:
         "/api/chat/{channel}": {
             "get": {
                 "summary": "Chat history of a channel, read back from Kafka",
+                "description": "Left out: messages a moderator deleted, and those of a user "
+                "whose latest ban or timeout came at or after they were sent.",
                 "parameters": [
                     channel,
                     query("since", "ms epoch, inclusive; oldest first from here"),

@@ -311,12 +311,14 @@ class ChatService:
         partition = partition_for(channel.encode(), self.partitions)
         reader = self._history
 
-        def deleted(message_id: str) -> bool:
-            return self.moderation.is_deleted(channel, message_id)
+        def hidden(record: dict[str, Any]) -> bool:
+            return self.moderation.hides(
+                channel, str(record["id"]), str(record["user"]), int(record["sent_ms"])
+            )
 
         async with self._history_slots:
             return await asyncio.to_thread(
-                reader.read, channel, partition, since_ms, until, limit, deleted
+                reader.read, channel, partition, since_ms, until, limit, hidden
             )
 
     # -- routes -------------------------------------------------------------------------------

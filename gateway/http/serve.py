@@ -99,4 +99,5 @@ def build_app(
         player_scripts=["/static/chat.js"],
         registry=registry,
         health=health,
+        vod_lookup=vods.table.get,
     )

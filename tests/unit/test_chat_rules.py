@@ -218,6 +218,51 @@ def test_replaying_latest_per_key_rebuilds_the_same_state() -> None:
     assert compacted.is_deleted("chan", "m1")
 
 
+SENT_MS = int(T0 * 1000) + 5_000  # a message sent 5 s after T0
+
+
+@pytest.mark.parametrize(
+    ("log", "message_id", "user", "hidden"),
+    [
+        ([], "m1", "u", False),
+        ([action("delete", message_id="m1")], "m1", "u", True),
+        ([action("delete", message_id="m2")], "m1", "u", False),
+        ([action("ban", at_s=T0 + 10, user="u")], "m1", "u", True),
+        ([action("ban", at_s=T0 + 10, user="v")], "m1", "u", False),
+        ([action("timeout", at_s=T0 + 10, user="u", seconds=60)], "m1", "u", True),
+        ([action("timeout", at_s=T0 + 5, user="u", seconds=60)], "m1", "u", True),
+        ([action("timeout", at_s=T0 + 1, user="u", seconds=2)], "m1", "u", False),
+        (
+            [action("ban", at_s=T0 + 10, user="u"), action("unban", at_s=T0 + 20, user="u")],
+            "m1",
+            "u",
+            False,
+        ),
+        ([action("slow", at_s=T0 + 10, seconds=30)], "m1", "u", False),
+    ],
+    ids=[
+        "nothing",
+        "deleted",
+        "another-deleted",
+        "sender-banned-after",
+        "another-user-banned",
+        "sender-timed-out-after",
+        "timed-out-the-same-ms",
+        "sent-after-the-timeout-ended",
+        "unbanned-since",
+        "slow-mode",
+    ],
+)
+def test_hides_deleted_messages_and_lines_cleared_by_a_later_ban_or_timeout(
+    log: list[ModerationAction], message_id: str, user: str, hidden: bool
+) -> None:
+    state = ModerationState()
+    for item in log:
+        state.apply(item)
+    assert state.hides("chan", message_id, user, SENT_MS) is hidden
+    assert not state.hides("other", message_id, user, SENT_MS)
+
+
 def test_deleted_ids_are_bounded_per_channel() -> None:
     state = ModerationState(max_deleted_per_channel=2)
     for i in range(3):
