@@ -114,3 +114,18 @@ def test_budgets_are_read_from_the_environment(tmp_path: Path) -> None:
     assert settings.rtmp_max_messages_per_s == 2500.0
     assert settings.gop_max_bytes == 8 * 1024 * 1024
     assert settings.chat_max_marks_per_char == 2
+
+
+def test_input_limits_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "ONAIR_CHAT_MAX_TEXT_CHARS": "200",
+            "ONAIR_CHAT_MAX_FRAME_CHARS": "4096",
+            "ONAIR_CHAT_FRAMES_PER_S": "5",
+            "ONAIR_HTTP_MAX_BODY_BYTES": "2048",
+        }
+    )
+    assert (settings.chat_max_text_chars, settings.chat_max_frame_chars) == (200, 4096)
+    assert (settings.chat_frames_per_s, settings.http_max_body_bytes) == (5.0, 2048)
+    with pytest.raises(ConfigError, match="ONAIR_HTTP_MAX_BODY_BYTES"):
+        Settings.from_env({"ONAIR_HTTP_MAX_BODY_BYTES": "10"})
