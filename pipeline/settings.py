@@ -86,6 +86,10 @@ class Settings:
     gop_max_duration_ms: int = 20_000
     gop_max_bytes: int = 12 * MIB
     chat_max_marks_per_char: int = 4  # combining marks kept on one base character
+    chat_max_text_chars: int = 500  # a chat message, after normalisation
+    chat_max_frame_chars: int = 16 * KIB  # a WebSocket text frame (bigger: frame_too_large)
+    chat_frames_per_s: float = 20.0  # inbound frames per connection (burst: twice that)
+    http_max_body_bytes: int = 16 * KIB  # a REST or chat API request body (bigger: 413)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +168,18 @@ class Settings:
             "ONAIR_CHAT_MAX_MARKS_PER_CHAR",
             "chat_max_marks_per_char",
             lambda n, r: _int(n, r, 1, 32),
+        )
+        take("ONAIR_CHAT_MAX_TEXT_CHARS", "chat_max_text_chars", lambda n, r: _int(n, r, 1, 4000))
+        take(
+            "ONAIR_CHAT_MAX_FRAME_CHARS",
+            "chat_max_frame_chars",
+            lambda n, r: _int(n, r, 256, 1024 * KIB),
+        )
+        take("ONAIR_CHAT_FRAMES_PER_S", "chat_frames_per_s", lambda n, r: _float(n, r, 0.1, 1000))
+        take(
+            "ONAIR_HTTP_MAX_BODY_BYTES",
+            "http_max_body_bytes",
+            lambda n, r: _int(n, r, 1 * KIB, 16 * MIB),
         )
         if str(values.get("storage_url", "")).startswith("s3://") and not values.get("s3_endpoint"):
             raise ConfigError("ONAIR_S3_ENDPOINT", "required when ONAIR_STORAGE_URL is s3://")

@@ -6,7 +6,8 @@
     POST /api/users/token                     issue a chat user token (demo)          (admin)
 
 Admin endpoints need `Authorization: Bearer <admin token>`; bodies are JSON objects of at most
-`MAX_BODY_BYTES`; errors are `{"error": code, "message": text}`.
+`ChatConfig.max_body_bytes` (`ONAIR_HTTP_MAX_BODY_BYTES`); errors are
+`{"error": code, "message": text}`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 16 * 1024
 # `since` / `until` are ms since the epoch; past this (JavaScript's largest exact integer,
 # year 287396) a time means nothing, and far past it Kafka's offsets_for_times takes no
 # int64: `since=99999999999999999999` was an OverflowError, a 500
@@ -67,12 +67,12 @@ class ChatApi:
             401, "unauthorized", "admin token required", **{"WWW-Authenticate": "Bearer"}
         )
 
-    @staticmethod
-    async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
+    async def _json_body(self, request: Request) -> dict[str, Any] | JSONResponse:
+        limit = self._chat.config.max_body_bytes
         try:
-            return await read_json_object(request, MAX_BODY_BYTES)
+            return await read_json_object(request, limit)
         except BodyTooLarge:
-            return _http_error(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES}")
+            return _http_error(413, "too_large", f"bodies are limited to {limit} bytes")
         except InvalidJson as exc:
             return _http_error(400, "bad_request", f"the body is {exc}")
 

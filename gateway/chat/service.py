@@ -68,6 +68,7 @@ class ChatConfig:
     outbox: OutboxLimits = field(default_factory=OutboxLimits)
     coalesce_ms: int = 50
     max_frame_chars: int = 16 * 1024  # bigger text frames get `frame_too_large`
+    max_body_bytes: int = 16 * 1024  # REST bodies (moderation, tokens); bigger: 413
     frames_per_s: float = 20.0  # inbound frames per connection before `flood` closes it
     frames_burst: float = 40.0
     history_default_limit: int = 100

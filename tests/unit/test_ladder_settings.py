@@ -174,3 +174,18 @@ def test_a_ladder_that_parses_can_be_served_and_encoded(spec: str) -> None:
         assert r.output_fps(60.0) > 0 and r.output_size(1920, 1080)[1] > 0
     again = ",".join(f"{r.name}:{r.bitrate_bps // 1000}" for r in ladder.rungs)
     assert Ladder.parse(again) == ladder
+
+
+def test_input_limits_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "ONAIR_CHAT_MAX_TEXT_CHARS": "200",
+            "ONAIR_CHAT_MAX_FRAME_CHARS": "4096",
+            "ONAIR_CHAT_FRAMES_PER_S": "5",
+            "ONAIR_HTTP_MAX_BODY_BYTES": "2048",
+        }
+    )
+    assert (settings.chat_max_text_chars, settings.chat_max_frame_chars) == (200, 4096)
+    assert (settings.chat_frames_per_s, settings.http_max_body_bytes) == (5.0, 2048)
+    with pytest.raises(ConfigError, match="ONAIR_HTTP_MAX_BODY_BYTES"):
+        Settings.from_env({"ONAIR_HTTP_MAX_BODY_BYTES": "10"})
