@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from objectstore.local import LocalStore
+from pipeline.errors import StoreError
 from pipeline.gop import Gop
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 from schemas.records import gop_to_record
@@ -139,3 +140,42 @@ def test_two_streams_in_parts_at_once_do_not_share_a_decoder(
         events.append(transcoder.process(part_b, position=(0, 2 * n + 1)))
     got = [e for e in events if e is not None]
     assert sorted(got, key=lambda e: e["stream_id"]) == expected
+
+
+class FlakyStore(LocalStore):
+    """The real LocalStore whose next `failures` writes fail as an S3 outage does."""
+
+    failures = 0
+
+    def put(self, key: str, body: bytes, *, content_type: str, cache_control: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError(f"put {key}: could not connect")
+        super().put(key, body, content_type=content_type, cache_control=cache_control)
+
+
+def test_a_store_failure_on_the_last_part_is_retried_with_the_same_segment(
+    gops: list[Gop], tmp_path: Path
+) -> None:
+    """The worker tries the last part again while the store is down: the segment encoded the
+    first time is written then (before, the open GOP was gone: the retry returned nothing and
+    the segment was lost, stalling the rendition's playlist)."""
+    whole = _transcoder(tmp_path, "whole").process(
+        gop_to_record(gops[0], channel="c", ingest_time_ms=1)
+    )
+    store = FlakyStore(tmp_path / "flaky")
+    transcoder = RungTranscoder(LADDER.get("360p30"), LADDER, store)
+    parts = _parts(gops[0], 40)
+    for n, part in enumerate(parts[:-1]):
+        assert transcoder.process(part, position=(0, n)) is None
+    store.failures = 2
+    for _ in range(2):
+        with pytest.raises(StoreError):
+            transcoder.process(parts[-1], position=(0, len(parts) - 1))
+        assert transcoder.open_offsets(0) == [0], "the GOP still holds back the commit"
+    assert transcoder.process(parts[-1], position=(0, len(parts) - 1)) == whole
+    assert transcoder.open_offsets(0) == []
+    segment = f"streams/parts/360p30/{0:06d}.ts"
+    assert (tmp_path / "flaky" / segment).read_bytes() == (
+        tmp_path / "whole" / segment
+    ).read_bytes()

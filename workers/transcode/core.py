@@ -129,8 +129,17 @@ class RungTranscoder:
     def _part(
         self, record: dict[str, Any], base: dict[str, Any], position: tuple[int, int]
     ) -> dict[str, Any] | None:
-        """A GOP arriving in parts: encode each part now; the segment when the last comes."""
+        """A GOP arriving in parts: encode each part now; the segment when the last comes.
+        The finished segment stays with its open GOP until it is stored, so a store failure
+        retried by the worker writes the same segment again (no part is fed twice)."""
         stream_id, sequence, index = record["stream_id"], record["sequence"], record["part_index"]
+        current = self._open.get(stream_id)
+        if (
+            current is not None
+            and current.finished is not None
+            and (current.sequence, current.next_part) == (sequence, index + 1)
+        ):
+            return self._store_finished(stream_id, current, base, record["duration_90k"])
         head = gop_from_record(record)
         started = time.perf_counter()
         try:
@@ -148,9 +157,8 @@ class RungTranscoder:
             current.seconds += time.perf_counter() - started
             if not record["last_part"]:
                 return None
-            del self._open[stream_id]
             started = time.perf_counter()
-            segment = current.encoding.finish(record["duration_90k"])
+            current.finished = current.encoding.finish(record["duration_90k"])
         except MediaError as exc:
             self._open.pop(stream_id, None)
             self.bad.inc()
@@ -162,7 +170,15 @@ class RungTranscoder:
             self._open.pop(stream_id, None)  # nothing half-fed is left for a retry to extend
             raise
         self.encode_seconds.observe(current.seconds + time.perf_counter() - started)
-        return self._written(base, current.start_pts_90k, record["duration_90k"], segment)
+        return self._store_finished(stream_id, current, base, record["duration_90k"])
+
+    def _store_finished(
+        self, stream_id: str, current: _OpenGop, base: dict[str, Any], duration_90k: int
+    ) -> dict[str, Any]:
+        assert current.finished is not None
+        event = self._written(base, current.start_pts_90k, duration_90k, current.finished)
+        del self._open[stream_id]  # stored: the GOP no longer holds back the commit
+        return event
 
     def _written(
         self, base: dict[str, Any], start_pts_90k: int, duration_90k: int, segment: EncodedSegment
@@ -224,6 +240,7 @@ class _OpenGop:
     next_part: int = 0
     seconds: float = 0.0
     opened_at: float = field(default_factory=time.monotonic)
+    finished: EncodedSegment | None = None  # encoded, not yet stored
 
 
 _EMPTY = {
