@@ -153,14 +153,12 @@ class IngestHandler:
         lease = await self._settled(channel)
         now = _now_ms()
         phase = lease.phase(now) if lease is not None else Phase.FREE
-        mine = lease is not None and lease.holder == self.leases.holder
-        if phase is Phase.LIVE and not mine:
-            self.refused.labels("already_live").inc()
-            raise ChannelBusy(ALREADY_LIVE)
         if phase in (Phase.ENDING, Phase.UNENDED):
             self.refused.labels("still_ending").inc()
             raise ChannelBusy(STILL_ENDING)
-        if lease is not None and phase is not Phase.FREE:  # resumable, or ours and fenced
+        if lease is not None and phase is not Phase.FREE:
+            # resumable, or live as far as this ingest read: its holder's release may be on its
+            # way (a publisher back at once, through another ingest), so the log decides
             return await self._claim(channel, lease.stream_id, lease.progress, resume=True)
         return await self._claim(channel, new_stream_id(channel, now), Progress(now), resume=False)
 
