@@ -119,7 +119,7 @@ def all_topics(
         TopicSpec(
             INGEST_LEASES,
             "channel",
-            partitions,
+            1,  # small records, read whole by every ingest: never a partition count to migrate
             {
                 **_compacted(),
                 # the ownership rules read the broker's append time, one clock for every reader

@@ -145,11 +145,11 @@ class LeaseKeeper:
             else:
                 reason = lease.reason or "ended"
             await handler.write_end(channel, stream_id, tail.next_sequence, tail.config, reason)
+            handler.lease_ends.labels(_AFTER[lease.status]).inc()
             release = handler.lease_record(
                 Kind.RELEASE, channel, end_id, stream_id, progress, outcome=Status.ENDED
             )
             await handler.leases.write(release)
-            handler.lease_ends.labels(_AFTER[lease.status]).inc()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the END lapses after its ttl and any ingest tries again

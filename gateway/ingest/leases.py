@@ -149,8 +149,9 @@ class LeaseBook:
                 self._leases[record.channel] = lease
             claim = record.kind in (Kind.CLAIM, Kind.END)
             waiter = self._waiting.pop(record.lease_id, None) if claim else None
-        if claim:
-            logger.info(
+        if claim:  # quiet while replaying the log at start-up
+            logger.log(
+                logging.INFO if self.follower.caught_up.is_set() else logging.DEBUG,
                 "channel %s: %s of stream %s by %s %s",
                 record.channel,
                 record.kind.value,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +150,15 @@ def chunks(bootstrap: str, stream_id: str, partition: int) -> list[tuple[int, di
     return found
 
 
+async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 async def publish(ingest: Ingest, key: str) -> KafkaPublication:
     return await ingest.handler.start_publish("live", key, "127.0.0.1")
 
@@ -239,7 +248,8 @@ async def test_a_holder_that_stops_renewing_is_fenced_and_the_other_ingest_ends_
     assert ended_after_s <= TIMINGS.ttl_s + GRACE_S + 3, ended_after_s
     assert ended["stream_id"] == state.stream_id
     assert "stopped renewing" in ended["reason"]
-    assert world.b.handler.lease_ends.labels("lapsed").value == 1
+    ends = world.b.handler.lease_ends.labels("lapsed")
+    assert await eventually(lambda: ends.value == 1), "the other ingest ended it"
     found = chunks(world.bootstrap, state.stream_id, state.gops_partition)
     complete = [c["sequence"] for _, c in found if c["last_part"] and not c["end_of_stream"]]
     assert complete == list(range(len(complete))) and len(complete) >= 2
@@ -247,8 +257,12 @@ async def test_a_holder_that_stops_renewing_is_fenced_and_the_other_ingest_ends_
     assert marker["end_of_stream"] and offset == ended["gops_last_offset"]
     assert marker["sequence"] == complete[-1] + 1 == ended["last_sequence"] + 1
     assert (marker["width"], marker["height"]) == (640, 360), "the marker repeats the config"
-    lease = world.a.leases.get(channel)
-    assert lease is not None and lease.phase(int(time.time() * 1000)) is Phase.FREE
+
+    def free() -> bool:
+        lease = world.a.leases.get(channel)
+        return lease is not None and lease.phase(int(time.time() * 1000)) is Phase.FREE
+
+    assert await eventually(free), "the ender released the lease ENDED"
 
 
 async def test_a_fenced_holder_lands_nothing_after_the_end_marker(world: World) -> None:
