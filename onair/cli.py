@@ -222,6 +222,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     health = Health("ingest")
     serve_role_metrics(settings, args, registry, health)
     timings = LeaseTimings(settings.ingest_lease_ttl_s, settings.ingest_lease_renew_s)
+    ensure_topics(settings)  # onair.ingest.leases is new to deployments older than it
     holder = f"{socket.gethostname()}-ingest-{os.getpid()}-{secrets.token_hex(2)}"
 
     async def run() -> None:

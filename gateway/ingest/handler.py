@@ -175,8 +175,7 @@ class IngestHandler:
                 return lease
             if phase is Phase.UNENDED:
                 await self.keeper.end(channel, lease)
-            else:
-                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)
 
     async def _claim(
         self, channel: str, stream_id: str, progress: Progress, *, resume: bool

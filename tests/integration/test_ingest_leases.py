@@ -3,7 +3,8 @@ broker, sharing one channel through `onair.ingest.leases`: a second publisher on
 ingest is refused; two publishes at once are one accepted; a reconnect on the other ingest
 within the grace resumes the stream; a holder that stops renewing is fenced, and the other
 ingest ends its stream (end marker after the last GOP, `StreamEnded`) with nothing of the
-fenced holder's landing after the marker.
+fenced holder's landing after the marker; a publish after the grace ends the last stream
+itself when nobody did; an ingest that starts ends what a dead one left.
 
 Short timings: lease TTL 4 s (the holder stops taking media 2 s after its last acknowledged
 renewal; its chunks are acknowledged or failed within 1.5 s), renewals every 1 s, grace 1 s."""
@@ -62,6 +63,13 @@ class World:
     channels: ChannelDirectory
     streams: TableReader
     bootstrap: str
+    started: list[Ingest] = field(default_factory=list)
+
+    async def ingest(self, name: str) -> Ingest:
+        """Another ingest process, as it starts: it reads the lease log from its beginning."""
+        ingest = await start_ingest(self.bootstrap, self.channels, name)
+        self.started.append(ingest)
+        return ingest
 
     async def channel(self) -> tuple[str, str]:
         name = f"lease_{uuid.uuid4().hex[:8]}"
@@ -81,31 +89,35 @@ class World:
         return latest
 
 
+async def start_ingest(bootstrap: str, channels: ChannelDirectory, name: str) -> Ingest:
+    producer = AsyncProducer(bootstrap, **producer_settings(TIMINGS))
+    leases = LeaseBook(bootstrap, producer, holder=f"test-{name}-{uuid.uuid4().hex[:6]}")
+    await asyncio.to_thread(leases.start)
+    handler = IngestHandler(
+        producer,
+        channels,
+        Ladder.parse(DEFAULT_LADDER),
+        leases,
+        reconnect_grace_s=GRACE_S,
+        timings=TIMINGS,
+    )
+    await handler.start()
+    return Ingest(handler, leases, producer)
+
+
 @pytest.fixture
 async def world(kafka_bootstrap: str) -> AsyncIterator[World]:
     ensure_topics(kafka_bootstrap, all_topics())
     channels = ChannelDirectory(kafka_bootstrap)
     streams = TableReader(kafka_bootstrap, STREAMS, None)
     await asyncio.gather(asyncio.to_thread(channels.start), asyncio.to_thread(streams.start))
-    ingests = []
-    for name in ("a", "b"):
-        producer = AsyncProducer(kafka_bootstrap, **producer_settings(TIMINGS))
-        leases = LeaseBook(kafka_bootstrap, producer, holder=f"test-{name}-{uuid.uuid4().hex[:6]}")
-        await asyncio.to_thread(leases.start)
-        handler = IngestHandler(
-            producer,
-            channels,
-            Ladder.parse(DEFAULT_LADDER),
-            leases,
-            reconnect_grace_s=GRACE_S,
-            timings=TIMINGS,
-        )
-        await handler.start()
-        ingests.append(Ingest(handler, leases, producer))
+    a = await start_ingest(kafka_bootstrap, channels, "a")
+    b = await start_ingest(kafka_bootstrap, channels, "b")
+    world = World(a, b, channels, streams, kafka_bootstrap)
     try:
-        yield World(ingests[0], ingests[1], channels, streams, kafka_bootstrap)
+        yield world
     finally:
-        for ingest in ingests:
+        for ingest in (a, b, *world.started):
             await ingest.handler.stop()
             ingest.producer.close()
             ingest.leases.stop()
@@ -295,3 +307,37 @@ async def test_a_fenced_holder_lands_nothing_after_the_end_marker(world: World) 
     assert len(sent) >= 1, "it produced GOPs until it was fenced"
     latest = world.streams.get(channel)
     assert latest is not None and latest["_type"] == "StreamEnded", "no interrupt after the end"
+
+
+async def test_a_publish_after_the_grace_ends_the_last_stream_itself_then_starts_anew(
+    world: World,
+) -> None:
+    channel, key = await world.channel()
+    for ingest in (world.a, world.b):  # nobody sweeps: the publish has to do it
+        await ingest.handler.keeper.stop()
+    first = await Pusher(await publish(world.a, key)).start()
+    await first.gops(2)
+    await first.publication.close("publisher went away")
+    await world.event(channel, "StreamInterrupted")
+    await asyncio.sleep(GRACE_S + 0.5)
+    second = await publish(world.b, key)
+    ended = await world.event(channel, "StreamEnded")
+    assert ended["stream_id"] == first.publication.state.stream_id
+    assert second.state.stream_id != ended["stream_id"], "a new stream"
+    assert world.b.handler.lease_ends.labels("interrupted").value == 1
+    await second.close("done")
+
+
+async def test_an_ingest_starting_ends_what_a_dead_one_left(world: World) -> None:
+    channel, key = await world.channel()
+    for ingest in (world.a, world.b):  # a dies (no renewals), b is not sweeping either
+        await ingest.handler.keeper.stop()
+    dead = await Pusher(await publish(world.a, key)).start()
+    await dead.gops(2)
+    await asyncio.sleep(TIMINGS.ttl_s + GRACE_S)  # lapsed, and the grace ran out
+    latest = world.streams.get(channel)
+    assert latest is not None and latest["_type"] == "StreamStarted", "nobody ended it yet"
+    successor = await world.ingest("successor")
+    ended = await world.event(channel, "StreamEnded", timeout_s=5)
+    assert ended["stream_id"] == dead.publication.state.stream_id
+    assert successor.handler.lease_ends.labels("lapsed").value == 1
