@@ -68,7 +68,6 @@ class StreamState:
     gops_partition: int = -1
     first_offset: int = -1
     last_offset: int = -1
-    connected: bool = True
     title: str | None = None
     lease_id: str = ""
     proven_until_s: float = 0.0  # monotonic: media is taken until then
@@ -334,7 +333,6 @@ class IngestHandler:
         """The publisher went away (its deliveries are settled): interrupt the stream for the
         grace and release the lease, or end it now without a grace. A fenced stream is not
         ours to interrupt or end: the ingest that takes its lapsed lease over does that."""
-        state.connected = False
         if self.streams.get(state.channel) is state:
             del self.streams[state.channel]
             self.live.set(len(self.streams))
