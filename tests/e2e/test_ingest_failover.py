@@ -5,6 +5,9 @@
   the other ingest ends the stream — end marker after the last GOP, `StreamEnded` — within
   TTL + grace + MARGIN_S of the kill, and the VOD worker makes it a complete VOD with every
   GOP as a segment.
+- A second publisher on the other ingest is refused while the stream is live; after the
+  SIGKILL, a publisher that comes back through the other ingest once the lease lapsed (within
+  the grace) resumes the same stream: one discontinuity, one VOD.
 - SIGSTOP past the TTL, then SIGCONT: the other ingest ends the stream meanwhile; the frozen
   one, woken, finds its lease unproven, fences the publish (ffmpeg's connection is closed) and
   none of the stream's GOPs lands after the end marker, nor any lifecycle event after
@@ -51,11 +54,12 @@ class Failover:
     streams: TableReader
     vods: TableReader
     bootstrap: str
+    survivor_port: int = 0
 
-    def ingest(self, name: str) -> int:
+    def ingest(self, name: str, **env: str) -> int:
         """Start an ingest process on a port of its own; → the port, once it serves."""
         port = free_port()
-        self.platform.start(name, "ingest", ONAIR_RTMP_PORT=str(port))
+        self.platform.start(name, "ingest", ONAIR_RTMP_PORT=str(port), **env)
         wait_port(port)
         self.platform.wait_healthy(name)
         return port
@@ -89,7 +93,7 @@ def failover(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> 
         streams.start()
         vods.start()
         run = Failover(platform, streams, vods, kafka_bootstrap)
-        run.ingest("ingest-b")  # the survivor: it ends what the others leave
+        run.survivor_port = run.ingest("ingest-b")  # it ends (or resumes) what others leave
         platform.wait_ready("vod", f"transcode.{RUNG}")
         yield run
     finally:
@@ -134,7 +138,10 @@ def test_a_killed_ingest_s_stream_ends_within_the_lease_and_grace_and_becomes_a_
     channel, key = failover.channel()
     streamer = platform.publish(key, 40, size="320x180", port=port)
     started = failover.latest(channel, "StreamStarted", 30)
-    time.sleep(6)  # a few GOPs in
+    second = platform.publish(key, 3, size="320x180", port=failover.survivor_port)
+    assert second.wait(30) != 0, "a second publisher on the other ingest is refused"
+    assert "already live" in (platform.logs / "ingest-b.log").read_text(errors="replace")
+    time.sleep(4)  # a few GOPs in
     platform.kill("ingest-a")
     killed_at = time.monotonic()
     ended = failover.latest(channel, "StreamEnded", TTL_S + GRACE_S + 60)
@@ -192,3 +199,35 @@ def test_a_frozen_ingest_is_fenced_when_it_wakes_and_lands_nothing_after_the_end
     assert [c["end_of_stream"] for _, c in chunks].count(True) == 1
     latest = failover.streams.get(channel)
     assert latest is not None and latest["_type"] == "StreamEnded", latest
+
+
+def test_a_publisher_back_through_another_ingest_after_its_ingest_died_resumes_the_stream(
+    failover: Failover,
+) -> None:
+    platform = failover.platform
+    # the dead ingest's lease carries its grace: long enough to reconnect after the lapse
+    port = failover.ingest("ingest-d", ONAIR_RECONNECT_GRACE_S="10")
+    channel, key = failover.channel()
+    first = platform.publish(key, 30, size="320x180", port=port)
+    started = failover.latest(channel, "StreamStarted", 30)
+    time.sleep(5)
+    platform.kill("ingest-d")
+    assert first.wait(30) != 0
+    time.sleep(TTL_S + 0.5)  # its lease lapsed (a TTL after its last renewal at the latest)
+    second = platform.publish(key, 6, size="320x180", port=failover.survivor_port)
+    resumed = failover.latest(channel, "StreamResumed", 30)
+    assert resumed["stream_id"] == started["stream_id"], "the same stream goes on"
+    assert second.wait(60) == 0, platform.log_tail("ingest-b")
+    ended = failover.latest(channel, "StreamEnded", GRACE_S + 30)
+    assert ended["stream_id"] == started["stream_id"]
+    chunks = stream_chunks(failover.bootstrap, started)
+    complete = [c for _, c in chunks if c["last_part"] and not c["end_of_stream"]]
+    assert [c["sequence"] for c in complete] == list(range(len(complete)))
+    cuts = [c["sequence"] for c in complete if c["discontinuity"]]
+    assert cuts == [resumed["next_sequence"]], cuts
+    stream_id = started["stream_id"]
+    assert failover.vods.wait_for(lambda d: stream_id in d, 90), platform.log_tail("vod")
+    vod = failover.vods.get(stream_id)
+    assert vod is not None and vod["status"] == "complete", vod
+    assert vod["discontinuities"] == 1
+    assert vod_sequences(platform, stream_id) == list(range(len(complete)))
