@@ -101,6 +101,7 @@ class IngestHandler:
 
     def __post_init__(self) -> None:
         self.keeper = LeaseKeeper(self)
+        self._claiming: set[str] = set()  # channels a publish of this process is claiming
         m = self.registry
         self.gops = m.counter("onair_ingest_gops_total", "GOP chunks produced.")
         self.gop_bytes = m.counter("onair_ingest_gop_bytes_total", "GOP chunk bytes produced.")
@@ -146,9 +147,16 @@ class IngestHandler:
         if channel is None:
             self.refused.labels("bad_key").inc()
             raise AuthError(INVALID_KEY)
-        if channel in self.streams:  # one publisher per channel in this process, at once
-            self.refused.labels("already_live").inc()
+        if channel in self.streams or channel in self._claiming:  # one publisher per channel
+            self.refused.labels("already_live").inc()  # in this process, decided at once
             raise ChannelBusy(ALREADY_LIVE)
+        self._claiming.add(channel)
+        try:
+            return await self._start(channel)
+        finally:
+            self._claiming.discard(channel)
+
+    async def _start(self, channel: str) -> KafkaPublication:
         lease = await self._settled(channel)
         now = _now_ms()
         phase = lease.phase(now) if lease is not None else Phase.FREE
@@ -213,22 +221,27 @@ class IngestHandler:
                 logger.warning("channel %s: stream %s not readable: %s", channel, stream_id, exc)
                 raise ChannelBusy(UNCLAIMED) from None
             state.next_sequence, state.last_offset = tail.next_sequence, tail.last_offset
-        self.streams[channel] = state
-        self.live.set(len(self.streams))
         if resume:
-            await self._send_event(
-                "StreamResumed",
-                channel,
-                {
-                    "stream_id": stream_id,
-                    "channel": channel,
-                    "resumed_ms": _now_ms(),
-                    "next_sequence": state.next_sequence,
-                },
-            )
+            try:
+                await self._send_event(
+                    "StreamResumed",
+                    channel,
+                    {
+                        "stream_id": stream_id,
+                        "channel": channel,
+                        "resumed_ms": _now_ms(),
+                        "next_sequence": state.next_sequence,
+                    },
+                )
+            except DeliveryError as exc:  # as above: left to lapse, still resumable
+                self.refused.labels("unclaimed").inc()
+                logger.warning("channel %s: StreamResumed not written: %s", channel, exc)
+                raise ChannelBusy(UNCLAIMED) from None
             logger.info("channel %s: stream %s resumed", channel, stream_id)
         else:
             logger.info("channel %s: stream %s publishing", channel, stream_id)
+        self.streams[channel] = state  # from here on the keeper renews its lease
+        self.live.set(len(self.streams))
         return KafkaPublication(self, state, resumed=resume)
 
     def lease_record(

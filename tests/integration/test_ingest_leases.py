@@ -341,3 +341,18 @@ async def test_an_ingest_starting_ends_what_a_dead_one_left(world: World) -> Non
     ended = await world.event(channel, "StreamEnded", timeout_s=5)
     assert ended["stream_id"] == dead.publication.state.stream_id
     assert successor.handler.lease_ends.labels("lapsed").value == 1
+
+
+async def test_two_reconnects_at_once_on_one_ingest_resume_once(world: World) -> None:
+    channel, key = await world.channel()
+    first = await Pusher(await publish(world.a, key)).start()
+    await first.gops(1)
+    await first.publication.close("publisher went away")
+    await world.event(channel, "StreamInterrupted")
+    results = await asyncio.gather(
+        publish(world.b, key), publish(world.b, key), return_exceptions=True
+    )
+    accepted = [r for r in results if isinstance(r, KafkaPublication)]
+    assert len(accepted) == 1 and isinstance(results[1], ChannelBusy), results
+    assert accepted[0].state.stream_id == first.publication.state.stream_id
+    await accepted[0].close("done")
