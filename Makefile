@@ -26,7 +26,13 @@ TEST_ENV := \
 	ONAIR_S3_SECRET_KEY=onair-secret-key \
 	ONAIR_S3_BUCKET=onair
 
-.PHONY: help venv node system services stop up lint test
+# Coverage-guided fuzzing (tests/fuzz/): atheris into .venv, each target FUZZ_SECONDS long.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_STAMP := $(VENV)/.onair-fuzz-installed
+ATHERIS := atheris>=2.3
+
+.PHONY: help venv node system services stop up lint test fuzz
 
 help:
 	@echo "make up        install what is missing, start Kafka + S3 and the platform"
@@ -34,6 +40,8 @@ help:
 	@echo "make stop      stop the services the repo started"
 	@echo "make test      install, start services, lint, run the whole suite, stop what it started"
 	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make fuzz      coverage-guided fuzzing (atheris), FUZZ_SECONDS per target (default 60),"
+	@echo "               crash inputs in .cache/fuzz/crashes/; not part of make test"
 	@echo "make venv      .venv with the project and its dev tools"
 	@echo "make system    Debian packages the tests need (ffmpeg, Java 17+, Maven, chromium)"
 	@echo "make node      node_modules from package-lock.json (hls.js, playwright-core)"
@@ -86,3 +94,16 @@ test: venv system node
 		&& env $(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS); } || status=$$?; \
 	infra/services down --recorded $(STARTED_BY_TEST); \
 	exit $$status
+
+# Not part of `test`: each target runs FUZZ_SECONDS (FUZZ_TARGETS: a subset), one after
+# another; exits non-zero on a crash (tests/fuzz/run.py). atheris ships wheels for CPython on
+# Linux x86_64; from source it needs clang with libFuzzer, so only a wheel is taken here.
+fuzz: $(FUZZ_STAMP)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+$(FUZZ_STAMP): $(VENV_STAMP)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --only-binary=atheris '$(ATHERIS)' \
+		|| { echo "make fuzz: no atheris wheel for $$($(VENV)/bin/python -V) on $$(uname -m);"; \
+		     echo "  build it with clang and libFuzzer: CLANG_BIN=clang $(VENV)/bin/pip install atheris"; \
+		     exit 1; }
+	@touch $@

@@ -1,12 +1,13 @@
-"""The object store's implementations with I/O beyond the standard library, and the factory.
-
-`pipeline.store` holds the interface and the directory store (the domain may use them);
-this package adds `S3Store` (boto3) and `open_store(url)`, which every entry point calls.
-"""
+"""The object store: `LocalStore` (a directory, `local.py`), `S3Store` (boto3, `s3.py`) and
+`open_store(url)`, which every entry point calls. The interface they implement is
+`pipeline.store.ObjectStore`."""
 
 from __future__ import annotations
 
-from pipeline.store import LocalStore, ObjectStore
+from objectstore.local import LocalStore
+from pipeline.store import ObjectStore
+
+__all__ = ["LocalStore", "open_store"]
 
 
 def open_store(url: str, **s3_options: str) -> ObjectStore:

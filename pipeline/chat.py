@@ -10,7 +10,8 @@ waiting helps, `retry_after_ms`.
 
 `ModerationState` is the latest moderation action per key (ban/timeout/unban per user, slow
 mode per channel, deleted message ids). Its keys are the `onair.moderation` topic's keys, so
-applying the compacted topic from the start rebuilds exactly the same state.
+applying the compacted topic from the start rebuilds exactly the same state. `hides()` says
+which stored messages history (and VOD chat replay) leaves out.
 
 Every per-user table is bounded (least recently used entries go first). No I/O here; callers
 pass the clock.
@@ -374,6 +375,20 @@ class ModerationState:
     def is_deleted(self, channel: str, message_id: str) -> bool:
         state = self._channels.get(channel)
         return state is not None and message_id in state.deleted
+
+    def hides(self, channel: str, message_id: str, user: str, sent_ms: int) -> bool:
+        """Whether a stored message is left out of history (and so of VOD chat replay): a
+        moderator deleted it, or its sender's latest ban or timeout came at or after it was
+        sent (live panels clear a user's lines when the user is banned or timed out). Only
+        the latest action per user is known (the topic is compacted): after an unban, the
+        lines cleared by the ban before it come back."""
+        state = self._channels.get(channel)
+        if state is None:
+            return False
+        if message_id in state.deleted:
+            return True
+        action = state.users.get(user)
+        return action is not None and action.created_ms >= sent_ms
 
     def snapshot(self, channel: str, now_ms: int) -> dict[str, Any]:
         """What is in force now in `channel` (for the API)."""

@@ -6,11 +6,16 @@ encoder accepts: stored in a record or echoed in a response it fails later, afte
 effects (a ban applied, then a 500 on every read of the moderation list). So a value is
 checked whole when it comes in: JSON, an object, nested no deeper than the parser allows, and
 every string (keys too) valid Unicode.
+
+Numbers too: `json.loads` also takes `NaN`, `Infinity` and `1e400` (infinity), which are not
+JSON (RFC 8259) and which no JSON response can carry (Starlette writes with
+`allow_nan=False`), so they are refused as "not JSON".
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pipeline.errors import InvalidJson
@@ -19,13 +24,24 @@ from pipeline.errors import InvalidJson
 def parse_json_object(data: bytes | str) -> dict[str, Any]:
     """The JSON object in `data`; `InvalidJson` saying what is wrong otherwise."""
     try:
-        value = json.loads(data)
+        value = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         raise InvalidJson("not JSON") from None
     if not isinstance(value, dict):
         raise InvalidJson("not a JSON object")
     if not _all_text_encodable(value):
         raise InvalidJson("a string is not valid Unicode (lone surrogate)")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
     return value
 
 

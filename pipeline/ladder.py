@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
 
-_RUNG = re.compile(r"(?P<height>\d{2,4})p(?P<fps>\d{2,3})(?::(?P<kbps>\d+))?")
+# ASCII digits without leading zeros, so a rung's name is its spec and the origin's rendition
+# pattern (gateway/origin/hls.py) takes it; at most 999999 kbps (`\d+` let "0p0:0" and a
+# 5000-digit rate through: a rung nobody could serve or encode, and a ValueError)
+_RUNG = re.compile(
+    r"(?P<height>[1-9][0-9]{1,3})p(?P<fps>[1-9][0-9]{1,2})(?::(?P<kbps>[1-9][0-9]{0,5}))?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,9 @@ class Ladder:
         for part in (p.strip() for p in spec.split(",")):
             match = _RUNG.fullmatch(part)
             if not match or not match["kbps"]:
-                raise ConfigError(variable, f"rung {part!r} is not HEIGHTpFPS:KBPS (720p60:4500)")
+                raise ConfigError(
+                    variable, f"rung {part[:40]!r} is not HEIGHTpFPS:KBPS (720p60:4500)"
+                )
             kbps = int(match["kbps"])
             rungs.append(Rendition(int(match["height"]), int(match["fps"]), kbps * 1000))
         names = [r.name for r in rungs]

@@ -23,7 +23,7 @@ KIB = 1024
 MIB = 1024 * KIB
 GOP_BYTES_CEILING = 15 * MIB  # the GOP topic takes 16 MiB a message: room for the record around
 LEASE_TTL_S = 30.0  # above a broker failover (KRaft fences a dead broker after 9 s)
-LEASE_RENEW_S = 3.0
+LEASE_RENEW_S = LEASE_TTL_S / 10
 
 
 def _number(name: str, raw: str, low: N, high: N, kind: type[N]) -> N:
@@ -68,7 +68,7 @@ class Settings:
     reconnect_grace_s: float = 5.0
     # an ingest holds each stream's channel with a lease in onair.ingest.leases: it lapses this
     # long after the last renewal (another ingest then ends or resumes the stream); renewed
-    # every ingest_lease_renew_s (at most a third of the TTL)
+    # every ingest_lease_renew_s (at most a third of the TTL; unset, a tenth of it)
     ingest_lease_ttl_s: float = LEASE_TTL_S
     ingest_lease_renew_s: float = LEASE_RENEW_S
     gop_part_ms: int = 500  # ingest sends each GOP in parts this long; workers encode early
@@ -93,6 +93,10 @@ class Settings:
     gop_max_duration_ms: int = 20_000
     gop_max_bytes: int = 12 * MIB
     chat_max_marks_per_char: int = 4  # combining marks kept on one base character
+    chat_max_text_chars: int = 500  # a chat message, after normalisation
+    chat_max_frame_chars: int = 16 * KIB  # a WebSocket text frame (bigger: frame_too_large)
+    chat_frames_per_s: float = 20.0  # inbound frames per connection (burst: twice that)
+    http_max_body_bytes: int = 16 * KIB  # a REST or chat API request body (bigger: 413)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -131,7 +135,8 @@ class Settings:
             lambda n, r: _float(n, r, 0.1, 200),
         )
         ttl_s = values.get("ingest_lease_ttl_s", LEASE_TTL_S)
-        if values.get("ingest_lease_renew_s", LEASE_RENEW_S) > ttl_s / 3:
+        values.setdefault("ingest_lease_renew_s", ttl_s / 10)  # unset: follows the TTL
+        if values["ingest_lease_renew_s"] > ttl_s / 3:
             raise ConfigError(
                 "ONAIR_INGEST_LEASE_RENEW_S",
                 f"must be at most a third of the lease TTL ({ttl_s} s)",
@@ -183,6 +188,18 @@ class Settings:
             "ONAIR_CHAT_MAX_MARKS_PER_CHAR",
             "chat_max_marks_per_char",
             lambda n, r: _int(n, r, 1, 32),
+        )
+        take("ONAIR_CHAT_MAX_TEXT_CHARS", "chat_max_text_chars", lambda n, r: _int(n, r, 1, 4000))
+        take(
+            "ONAIR_CHAT_MAX_FRAME_CHARS",
+            "chat_max_frame_chars",
+            lambda n, r: _int(n, r, 256, 1024 * KIB),
+        )
+        take("ONAIR_CHAT_FRAMES_PER_S", "chat_frames_per_s", lambda n, r: _float(n, r, 0.1, 1000))
+        take(
+            "ONAIR_HTTP_MAX_BODY_BYTES",
+            "http_max_body_bytes",
+            lambda n, r: _int(n, r, 1 * KIB, 16 * MIB),
         )
         if str(values.get("storage_url", "")).startswith("s3://") and not values.get("s3_endpoint"):
             raise ConfigError("ONAIR_S3_ENDPOINT", "required when ONAIR_STORAGE_URL is s3://")

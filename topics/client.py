@@ -232,14 +232,22 @@ def start_new_partitions_at_end(consumer: Consumer, partitions: list[TopicPartit
         logger.info("group starts %d new partitions at their end", len(fresh))
 
 
-def consume(consumer: Consumer, stop: threading.Event, handle: Callable[[Message], None]) -> None:
-    """Hand every message to `handle` until `stop` is set. A poll error or whatever `handle`
-    raises ends the loop: the role exits and its successor resumes from the committed offset.
-    Closing the consumer stays with the caller."""
+def consume(
+    consumer: Consumer,
+    stop: threading.Event,
+    handle: Callable[[Message], None],
+    on_idle: Callable[[], None] | None = None,
+) -> None:
+    """Hand every message to `handle` until `stop` is set, and call `on_idle` after each poll
+    (work finished in the background is committed there). A poll error or whatever `handle` or
+    `on_idle` raises ends the loop: the role exits and its successor resumes from the committed
+    offset. Closing the consumer stays with the caller."""
     while not stop.is_set():
         msg = poll_checked(consumer, 0.2)
         if msg is not None:
             handle(msg)
+        if on_idle is not None:
+            on_idle()
 
 
 def poll_checked(consumer: Consumer, timeout: float) -> Message | None:

@@ -2,9 +2,12 @@
 
 A role's handler runs through `DeadLetters.handle()`. An exception there is one of two kinds:
 
-- **the infrastructure failed** (Kafka: a delivery, a commit, a poll; the object store): the
-  event is fine and a successor will manage it, so the exception propagates, the role exits
-  unacknowledged, and `onair up`'s supervisor (or Kubernetes) restarts it with backoff;
+- **the infrastructure failed** (Kafka: a delivery, a commit, a poll): the event is fine and
+  a successor will manage it, so the exception propagates, the role exits unacknowledged, and
+  `onair up`'s supervisor (or Kubernetes) restarts it with backoff;
+- **the object store failed** (an S3 outage): the same event is tried again with a growing
+  pause (up to 8 s) for `store_patience_s` (120 s), then the role exits as above — a short
+  outage costs a delay, not a crash loop. (A missing object is the event's problem, below);
 - **the event fails** (anything else: a bug meeting odd data, a build that cannot finish): it
   is tried `attempts` times in all, with a short growing pause between tries; if every try
   fails, the event goes to `onair.deadletter` (a `DeadLetter` record: the group, where it came
@@ -24,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message
 
-from pipeline.errors import DeliveryFailed, StoreError
+from pipeline.errors import DeliveryFailed, ObjectNotFound, StoreError
 from pipeline.metrics import Registry
 from schemas.codec import Codec
 from topics.client import CheckedProducer, DeliveryError
@@ -44,7 +47,13 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def is_infrastructure(exc: BaseException) -> bool:
-    return isinstance(exc, INFRASTRUCTURE_ERRORS)
+    """A missing object is the event's problem (a segment that is not there stays not there);
+    every other store error is the store's."""
+    return isinstance(exc, INFRASTRUCTURE_ERRORS) and not isinstance(exc, ObjectNotFound)
+
+
+def is_store_outage(exc: BaseException) -> bool:
+    return isinstance(exc, StoreError) and not isinstance(exc, ObjectNotFound)
 
 
 class DeadLetters:
@@ -54,10 +63,10 @@ class DeadLetters:
     def __init__(
         self,
         group: str,
-        producer: CheckedProducer,
         *,
         attempts: int = 3,
         pause_s: float = 0.5,
+        store_patience_s: float = 120.0,
         registry: Registry | None = None,
         codec: Codec | None = None,
         stop: threading.Event | None = None,
@@ -67,7 +76,7 @@ class DeadLetters:
         self.group = group
         self.attempts = attempts
         self.pause_s = pause_s
-        self._producer = producer
+        self.store_patience_s = store_patience_s
         self._codec = codec or Codec()
         self._stop = stop or threading.Event()
         registry = registry or Registry()
@@ -76,20 +85,57 @@ class DeadLetters:
             "Events given up on after every attempt failed, written to onair.deadletter.",
             ("group",),
         ).labels(group)
+        self.outage_waits = registry.counter(
+            "onair_store_outage_retries_total",
+            "Events tried again because the object store failed (an outage waited out).",
+            ("group",),
+        ).labels(group)
         self.retries = registry.counter(
             "onair_event_retries_total",
             "Handler attempts that failed on an event and were tried again.",
             ("group",),
         ).labels(group)
 
-    def handle(self, msg: Message, handler: Callable[[], None], skip: Callable[[], None]) -> bool:
+    def handle(
+        self,
+        msg: Message,
+        producer: CheckedProducer,
+        handler: Callable[[], None],
+        skip: Callable[[], None],
+    ) -> bool:
         """Run `handler` for `msg`; True when it succeeded, False when `msg` went to the dead
-        letters (then `skip` ran). Infrastructure errors propagate at once."""
-        for attempt in range(1, self.attempts + 1):
+        letters through `producer` (then `skip` ran). Infrastructure errors propagate at once.
+        The handler must leave nothing half-done in memory when it raises (it is run again)."""
+        outage_since: float | None = None
+        outage_waits = 0
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 handler()
                 return True
             except Exception as exc:
+                if is_store_outage(exc):
+                    # the store is down: wait it out (bounded), the same event again; this is
+                    # not an attempt against the event
+                    attempt -= 1
+                    now = time.monotonic()
+                    outage_since = now if outage_since is None else outage_since
+                    if now - outage_since >= self.store_patience_s:
+                        raise
+                    self.outage_waits.inc()
+                    logger.warning(
+                        "%s: the store fails (%s); trying %s[%s]@%s again",
+                        self.group,
+                        exc,
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                    )
+                    outage_waits += 1
+                    if self._stop.wait(min(8.0, 0.5 * 2 ** (outage_waits - 1))):
+                        raise
+                    continue
                 if is_infrastructure(exc):
                     raise
                 error = f"{type(exc).__name__}: {exc}"
@@ -116,12 +162,11 @@ class DeadLetters:
                     msg.offset(),
                     self.attempts,
                 )
-                self.send(msg, error)
+                self.send(producer, msg, error)
                 skip()
                 return False
-        raise AssertionError("unreachable")
 
-    def send(self, msg: Message, error: str) -> None:
+    def send(self, producer: CheckedProducer, msg: Message, error: str) -> None:
         """Write `msg` with `error` to onair.deadletter and wait for the acknowledgement (a
         failed delivery raises: the event is then neither handled nor dead-lettered, and the
         role's successor sees it again)."""
@@ -136,7 +181,7 @@ class DeadLetters:
             "attempts": self.attempts,
             "failed_ms": int(time.time() * 1000),
         }
-        self._producer.send(DEAD_LETTERS, self.group, self._codec.encode("DeadLetter", record))
+        producer.send(DEAD_LETTERS, self.group, self._codec.encode("DeadLetter", record))
         self.dead.inc()
 
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.http.body import read_json_object
+from gateway.http.body import MAX_BODY_BYTES, read_json_object
 from pipeline.admin import admin_authorized
 from pipeline.channels import check_channel_name
 from pipeline.errors import AuthError, InvalidJson, NotFound, OnairError
@@ -35,8 +35,10 @@ class ChannelApi:
         urls: Callable[[str], dict[str, str]],
         extra_paths: dict[str, Any] | None = None,
         on_stream_update: Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]] | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.on_stream_update = on_stream_update
+        self.max_body_bytes = max_body_bytes
         self.channels = channels
         self.streams = streams
         self._admin_token = admin_token
@@ -88,7 +90,7 @@ class ChannelApi:
 
     async def create_channel(self, request: Request) -> Response:
         try:
-            body = await read_json_object(request)
+            body = await read_json_object(request, self.max_body_bytes)
             name = check_channel_name(str(body["name"]))
         except (InvalidJson, ValueError, KeyError, TypeError):
             raise BadRequest('body must be JSON like {"name": "demo"}') from None
@@ -100,7 +102,7 @@ class ChannelApi:
         in the VOD."""
         name = request.path_params["name"]
         try:
-            body = await read_json_object(request)
+            body = await read_json_object(request, self.max_body_bytes)
         except InvalidJson as exc:
             raise BadRequest(
                 f'body must be JSON like {{"title": "…", "category": "…"}} ({exc})'

@@ -9,6 +9,11 @@ from `until` until `limit` messages are found. Every request reads at most `max_
 records, each window through a `topics.reader.Reader` bounded at the window's end; readers
 are reused across requests. A consumer error, or a broker that does not answer, raises
 `KafkaException` (the route answers 503).
+
+Moderation is applied here, on the server, so no client ever receives what it should not
+show: the caller's `hidden(record)` (`ModerationState.hides`: deleted by a moderator, or
+cleared by a later ban or timeout of its sender) leaves a record out, and `limit` counts only
+what is left.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from topics.specs import CHAT
 
 logger = logging.getLogger(__name__)
 
+MAX_OFFSET = 2**63 - 1
 SKEW_MS = 5_000  # sent_ms (chat server clock) vs the broker's LogAppendTime
 
 
@@ -81,11 +87,12 @@ class HistoryReader:
         since_ms: int | None,
         until_ms: int,
         limit: int,
-        is_deleted: Callable[[str], bool],
+        hidden: Callable[[dict[str, Any]], bool],
     ) -> HistoryPage:
+        """`hidden(record)`: True leaves a decoded `ChatMessage` record out."""
         reader = self._take()
         try:
-            page = self._read(reader, channel, partition, since_ms, until_ms, limit, is_deleted)
+            page = self._read(reader, channel, partition, since_ms, until_ms, limit, hidden)
         except Exception as exc:
             # a reader that failed mid-read may still hold its partition: not reused
             with contextlib.suppress(ValueError):
@@ -106,7 +113,7 @@ class HistoryReader:
         since_ms: int | None,
         until_ms: int,
         limit: int,
-        is_deleted: Callable[[str], bool],
+        hidden: Callable[[dict[str, Any]], bool],
     ) -> HistoryPage:
         key = channel.encode()
 
@@ -116,7 +123,7 @@ class HistoryReader:
                 record["channel"] == channel
                 and (since_ms is None or sent >= since_ms)
                 and sent <= until_ms
-                and not is_deleted(str(record["id"]))
+                and not hidden(record)
             )
 
         if since_ms is not None:  # oldest first from `since`
@@ -142,7 +149,8 @@ class HistoryReader:
     def _locate(reader: Reader, partition: int, ts_ms: int) -> Track:
         """`next`: the first offset at or after `ts_ms` (the end when none is); `end`, `low`:
         the partition's watermarks."""
-        return reader.locate([partition], Start.at_time(ts_ms))[partition]
+        at_ms = min(max(0, ts_ms), MAX_OFFSET)  # Kafka takes an int64
+        return reader.locate([partition], Start.at_time(at_ms))[partition]
 
     def _scan(
         self,

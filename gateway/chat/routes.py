@@ -6,7 +6,8 @@
     POST /api/users/token                     issue a chat user token (demo)          (admin)
 
 Admin endpoints need `Authorization: Bearer <admin token>`; bodies are JSON objects of at most
-`MAX_BODY_BYTES`; errors are `{"error": code, "message": text}`.
+`ChatConfig.max_body_bytes` (`ONAIR_HTTP_MAX_BODY_BYTES`); errors are
+`{"error": code, "message": text}`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 16 * 1024
+# `since` / `until` are ms since the epoch; past this (JavaScript's largest exact integer,
+# year 287396) a time means nothing, and far past it Kafka's offsets_for_times takes no
+# int64: `since=99999999999999999999` was an OverflowError, a 500
+MAX_TIME_MS = 2**53 - 1
 
 
 def _http_error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
@@ -63,12 +67,12 @@ class ChatApi:
             401, "unauthorized", "admin token required", **{"WWW-Authenticate": "Bearer"}
         )
 
-    @staticmethod
-    async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
+    async def _json_body(self, request: Request) -> dict[str, Any] | JSONResponse:
+        limit = self._chat.config.max_body_bytes
         try:
-            return await read_json_object(request, MAX_BODY_BYTES)
+            return await read_json_object(request, limit)
         except BodyTooLarge:
-            return _http_error(413, "too_large", f"bodies are limited to {MAX_BODY_BYTES}")
+            return _http_error(413, "too_large", f"bodies are limited to {limit} bytes")
         except InvalidJson as exc:
             return _http_error(400, "bad_request", f"the body is {exc}")
 
@@ -84,9 +88,12 @@ class ChatApi:
                 values[name] = None
                 continue
             try:
-                values[name] = int(raw)
+                value = int(raw)
             except ValueError:
                 return _http_error(400, "bad_request", f"{name} must be an integer")
+            if name != "limit" and not 0 <= value <= MAX_TIME_MS:
+                return _http_error(400, "bad_request", f"{name} must be within 0..{MAX_TIME_MS}")
+            values[name] = value
         config = self._chat.config
         given = values["limit"]
         limit = config.history_default_limit if given is None else given
@@ -181,6 +188,8 @@ def openapi_paths() -> dict[str, Any]:
         "/api/chat/{channel}": {
             "get": {
                 "summary": "Chat history of a channel, read back from Kafka",
+                "description": "Left out: messages a moderator deleted, and those of a user "
+                "whose latest ban or timeout came at or after they were sent.",
                 "parameters": [
                     channel,
                     query("since", "ms epoch, inclusive; oldest first from here"),

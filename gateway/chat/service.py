@@ -68,6 +68,7 @@ class ChatConfig:
     outbox: OutboxLimits = field(default_factory=OutboxLimits)
     coalesce_ms: int = 50
     max_frame_chars: int = 16 * 1024  # bigger text frames get `frame_too_large`
+    max_body_bytes: int = 16 * 1024  # REST bodies (moderation, tokens); bigger: 413
     frames_per_s: float = 20.0  # inbound frames per connection before `flood` closes it
     frames_burst: float = 40.0
     history_default_limit: int = 100
@@ -311,12 +312,14 @@ class ChatService:
         partition = partition_for(channel.encode(), self.partitions)
         reader = self._history
 
-        def deleted(message_id: str) -> bool:
-            return self.moderation.is_deleted(channel, message_id)
+        def hidden(record: dict[str, Any]) -> bool:
+            return self.moderation.hides(
+                channel, str(record["id"]), str(record["user"]), int(record["sent_ms"])
+            )
 
         async with self._history_slots:
             return await asyncio.to_thread(
-                reader.read, channel, partition, since_ms, until, limit, deleted
+                reader.read, channel, partition, since_ms, until, limit, hidden
             )
 
     # -- routes -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
         extra_routes=[*chat.routes, *api.routes],       # tried before the built-in routes
         lifespan_hooks=[chat.lifespan, api.lifespan],   # entered in order, left in reverse
         player_scripts=["/chat/static/chat.js"],        # loaded by the player pages
+        vod_lookup=vods.table.get,                      # VOD pages replay the stream's chat
     )
 
 A lifespan hook is what Starlette itself takes as `lifespan`: a callable that receives the
@@ -39,7 +40,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.http.mw_metrics import MetricsMiddleware
-from gateway.http.player import PlayerPages
+from gateway.http.player import PlayerPages, VodLookup
 from gateway.origin.cache import CacheConfig, ObjectCache
 from gateway.origin.hls import HlsOrigin
 from pipeline import metrics
@@ -72,12 +73,13 @@ def create_app(
     cache_config: CacheConfig | None = None,
     player_scripts: Sequence[str] = (),
     health: Health | None = None,
+    vod_lookup: VodLookup | None = None,
     debug: bool = False,
 ) -> Starlette:
     registry = registry if registry is not None else Registry()
     cache = ObjectCache(store, cache_config, registry=registry)
     origin = HlsOrigin(cache)
-    pages = PlayerPages(extra_scripts=player_scripts)
+    pages = PlayerPages(extra_scripts=player_scripts, vod_lookup=vod_lookup)
 
     async def render_metrics(request: Request) -> Response:
         del request

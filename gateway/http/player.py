@@ -4,10 +4,22 @@ Assets are read once at start-up and addressed as `/static/<name>?v=<content has
 pages can let browsers keep them for a year: a new build changes the hash and the URL.
 `hls.min.js` comes from the `hls.js` npm package (`npm ci` copies it into `static/`); a checkout
 that only ran `npm ci` is served straight from `node_modules/`. Without it the page falls back
-to the browser's own HLS (Safari).
+to the browser's own HLS (Safari). `abr.js` is onair's ABR controller (the twin of
+pipeline/abr/live.py) that `player.js` gives hls.js; `?abr=hlsjs` keeps hls.js's own, and
+the Stats button (or `?stats=1`) shows rung, bandwidth estimate, buffer and latency.
 
 Other parts of the gateway can add scripts to the page (`extra_scripts`): the chat client
 finds its mount point in `<div id="chat" data-channel=… data-ws-path=…>`.
+
+A VOD page whose stream the catalog knows (`vod_lookup`, the `onair.vods` table) replays the
+stream's chat: its config carries `replay` (the channel, the stream's `started_ms`,
+`ended_ms` and `duration_ms`), the panel is `<div id="chat" data-mode="replay" …>` with no
+WebSocket, and `replay.js` (the windowed fetch and the schedule, pure) with `chat_replay.js`
+(the read-only panel) run it. Media time 0 is the VOD playlist's first PROGRAM-DATE-TIME,
+each run after a discontinuity has its own (what `workers/vod/timeline.py` writes), so the
+panel reads the origin from the playlist hls.js loaded; `started_ms` is the fallback for a
+playlist without date-times, and messages sent between going live and the first frame show
+at 0. `/watch/vod/<stream_id>` redirects to `/vod/<stream_id>`.
 """
 
 from __future__ import annotations
@@ -17,12 +29,13 @@ import html
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.origin.hls import CHANNEL, STREAM_ID, etag_matches
@@ -35,6 +48,7 @@ HLS_JS_FALLBACK = _REPO_ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "public, max-age=60"
+REPLAY_SCRIPTS = ("replay.js", "chat_replay.js")
 _ASSET_NAME = re.compile(r"[a-z0-9_\-]{1,64}(?:\.[a-z0-9]{1,8}){1,3}")
 _ASSET_TYPES = {
     ".js": "text/javascript; charset=utf-8",
@@ -95,20 +109,38 @@ def _json_for_script(value: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+VodLookup = Callable[[str], Mapping[str, Any] | None]
+
+
+def replay_config(vod: Mapping[str, Any]) -> dict[str, Any]:
+    """What the VOD page's chat replay needs from a catalog record (`Vod`)."""
+    return {
+        "channel": str(vod["channel"]),
+        "stream_id": str(vod["stream_id"]),
+        "started_ms": int(vod.get("started_ms") or 0),
+        "ended_ms": int(vod.get("ended_ms") or 0),
+        "duration_ms": int(vod.get("duration_ms") or 0),
+    }
+
+
 class PlayerPages:
     def __init__(
         self,
         *,
         assets: dict[str, Asset] | None = None,
         extra_scripts: Sequence[str] = (),
+        vod_lookup: VodLookup | None = None,
     ) -> None:
+        """`vod_lookup(stream_id)`: the VOD's catalog record or None (no chat replay then)."""
         self.assets = load_assets() if assets is None else assets
         self.extra_scripts = tuple(extra_scripts)
+        self.vod_lookup = vod_lookup
 
     @property
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/watch/{channel}", self.watch, methods=["GET", "HEAD"], name="player:watch"),
+            Route("/watch/vod/{stream_id}", self.watch_vod, methods=["GET", "HEAD"]),
             Route("/vod/{stream_id}", self.vod, methods=["GET", "HEAD"], name="player:vod"),
             Route("/static/{name}", self.static, methods=["GET", "HEAD"], name="player:static"),
         ]
@@ -124,26 +156,54 @@ class PlayerPages:
             channel=channel,
         )
 
+    async def watch_vod(self, request: Request) -> Response:
+        """`/watch/vod/<stream_id>` (beside `/watch/<channel>`): the VOD page's other name."""
+        stream_id = str(request.path_params["stream_id"])
+        if not STREAM_ID.fullmatch(stream_id):
+            return PlainTextResponse("Not Found", status_code=404)
+        query = request.url.query
+        return RedirectResponse(f"/vod/{stream_id}" + (f"?{query}" if query else ""), 308)
+
     async def vod(self, request: Request) -> Response:
         stream_id = str(request.path_params["stream_id"])
         if not STREAM_ID.fullmatch(stream_id):
             return PlainTextResponse("Not Found", status_code=404)
+        vod = self.vod_lookup(stream_id) if self.vod_lookup is not None else None
         return self.page(
             title=stream_id,
             kind="vod",
             src=f"/vod/{stream_id}/master.m3u8",
             channel=None,
+            replay=replay_config(vod) if vod is not None else None,
         )
 
-    def page(self, *, title: str, kind: str, src: str, channel: str | None) -> Response:
-        config = {"kind": kind, "src": src, "channel": channel, "title": title}
-        scripts = [a.url for n in ("hls.min.js", "player.js") if (a := self.assets.get(n))]
+    def page(
+        self,
+        *,
+        title: str,
+        kind: str,
+        src: str,
+        channel: str | None,
+        replay: Mapping[str, Any] | None = None,
+    ) -> Response:
+        """`channel`: the live chat's; `replay`: a VOD's chat replay (`replay_config`)."""
+        config: dict[str, Any] = {"kind": kind, "src": src, "channel": channel, "title": title}
+        names = ["hls.min.js", "abr.js", "player.js"]
+        if replay is not None:
+            config["replay"] = dict(replay)
+            names.extend(REPLAY_SCRIPTS)
+        scripts = [a.url for n in names if (a := self.assets.get(n))]
         scripts.extend(self.extra_scripts)
         chat_attrs = ""
         if channel is not None:
             chat_attrs = (
                 f' data-channel="{html.escape(channel)}"'
                 f' data-ws-path="{html.escape(f"/chat/{channel}")}"'
+            )
+        elif replay is not None:
+            chat_attrs = (
+                f' data-mode="replay" data-channel="{html.escape(str(replay["channel"]))}"'
+                ' aria-label="Chat replay"'
             )
         css = self.assets.get("player.css")
         body = _PAGE.format(
@@ -197,6 +257,7 @@ _PAGE = """<!doctype html>
     <div class="screen">
       <video id="video" controls autoplay muted playsinline></video>
       <div id="status" class="status" hidden></div>
+      <dl id="stats" class="stats" aria-live="off" hidden></dl>
     </div>
     <div class="bar">
       <h1 class="title">{title}</h1>
@@ -207,6 +268,8 @@ _PAGE = """<!doctype html>
         <select id="quality" aria-label="Quality"><option value="-1">Auto</option></select>
       </label>
       <span id="current-level" class="current-level" aria-live="polite"></span>
+      <button id="stats-toggle" class="stats-toggle" type="button" aria-controls="stats"
+        aria-pressed="false" title="Playback stats: rung, bandwidth, buffer, latency">Stats</button>
     </div>
   </section>
   <div id="chat" class="chat"{chat_attrs}></div>

@@ -60,7 +60,16 @@ def build_app(
         registry=registry,
         health=health,
         server_id=f"{settings.public_host}:{settings.http_port}",
-        config=ChatConfig(limits=ChatLimits(max_marks_per_char=settings.chat_max_marks_per_char)),
+        config=ChatConfig(
+            limits=ChatLimits(
+                max_text_chars=settings.chat_max_text_chars,
+                max_marks_per_char=settings.chat_max_marks_per_char,
+            ),
+            max_frame_chars=settings.chat_max_frame_chars,
+            frames_per_s=settings.chat_frames_per_s,
+            frames_burst=2 * settings.chat_frames_per_s,
+            max_body_bytes=settings.http_max_body_bytes,
+        ),
     )
     vods = VodApi(settings.kafka_bootstrap, base_url=base_url, registry=registry)
     for table in (channels.table, streams, vods.table):
@@ -72,6 +81,7 @@ def build_app(
         urls,
         extra_paths={**vods.openapi_paths, **chat.openapi_paths()},
         on_stream_update=stream_updated,
+        max_body_bytes=settings.http_max_body_bytes,
     )
 
     @asynccontextmanager
@@ -99,4 +109,5 @@ def build_app(
         player_scripts=["/static/chat.js"],
         registry=registry,
         health=health,
+        vod_lookup=vods.table.get,
     )

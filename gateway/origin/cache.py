@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.errors import ObjectNotFound
+from pipeline.errors import ObjectNotFound, StoreError
 from pipeline.metrics import Registry
 from pipeline.store import ObjectInfo, ObjectStore, StoredObject
 
@@ -48,6 +48,9 @@ class CacheConfig:
     """How long a mutable object (a live playlist) is served from memory."""
     negative_ttl_s: float = 0.5
     """How long "not found" is remembered."""
+    stale_if_error_s: float = 60.0
+    """While the store fails, an expired object this recent is served instead of a 503 (a
+    live playlist a few seconds old beats an error: RFC 5861's stale-if-error)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,10 @@ class ObjectCache:
         self._coalesced = lookups.labels("coalesced")
         self._negative_hits = lookups.labels("negative_hit")
         self._large = lookups.labels("too_large")
+        self._stale_served = registry.counter(
+            "onair_http_cache_stale_served_total",
+            "Expired objects served because the store failed (stale-if-error).",
+        )
         self._store_reads = registry.counter(
             "onair_http_cache_store_reads_total", "Object-store reads made by the origin cache."
         )
@@ -170,14 +177,21 @@ class ObjectCache:
         return info
 
     def _fresh(self, key: str) -> _Entry | None:
+        """The entry while it has not expired; an expired one stays (for stale-if-error)
+        until it is replaced or pushed out by size."""
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry.expires_at <= self._clock():
-            self._drop(key)
+        if entry is None or entry.expires_at <= self._clock():
             return None
         self._entries.move_to_end(key)
         return entry
+
+    def _stale(self, key: str) -> StoredObject | None:
+        entry = self._entries.get(key)
+        if entry is None or entry.obj is None:
+            return None
+        if self._clock() - entry.expires_at > self.config.stale_if_error_s:
+            return None
+        return entry.obj
 
     async def _load(self, key: str) -> StoredObject | None:
         try:
@@ -187,6 +201,12 @@ class ObjectCache:
             except ObjectNotFound:
                 self._keep(key, _Entry(None, self._clock() + self.config.negative_ttl_s))
                 return None
+            except StoreError:
+                stale = self._stale(key)
+                if stale is None:
+                    raise
+                self._stale_served.inc()
+                return stale
             self._remember(obj)
             return obj
         finally:

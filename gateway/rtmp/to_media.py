@@ -39,6 +39,7 @@ Output = CodecConfig | MediaUnit
 FPS_PROBE_FRAMES = 8  # video frames held to estimate the frame rate without metadata
 MAX_HELD_UNITS = 256  # give up waiting for the probe after this many units (audio-heavy start)
 FALLBACK_FPS = 30.0
+MAX_FPS = 1000.0  # no source is faster; a larger figure is a broken clock or metadata
 COMMON_FPS = (24.0, 25.0, 30.0, 48.0, 50.0, 60.0, 90.0, 120.0)
 SNAP_TOLERANCE = 0.02
 
@@ -75,7 +76,7 @@ def metadata_fps(metadata: Mapping[str, object]) -> float | None:
         value = metadata.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             fps = float(value)
-            if math.isfinite(fps) and 0 < fps <= 1000:
+            if math.isfinite(fps) and 0 < fps <= MAX_FPS:
                 return fps
     return None
 
@@ -84,7 +85,9 @@ def estimate_fps(dts_ms: list[int]) -> float:
     """Frame rate from video DTS values in ms, snapped to a common rate when close to one.
 
     Millisecond timestamps cannot tell 30 from 29.97 over a few frames, so the integer rates
-    win; encoders that use NTSC rates say so in onMetaData.
+    win; encoders that use NTSC rates say so in onMetaData. An estimate outside what
+    onMetaData may say (0 < fps <= 1000) falls back too: a publisher's timestamps can jump
+    by hours (two frames 2^24 ms apart rounded to 0.0 fps, found by fuzzing) or repeat.
     """
     if len(dts_ms) < 2 or dts_ms[-1] <= dts_ms[0]:
         return FALLBACK_FPS
@@ -92,7 +95,8 @@ def estimate_fps(dts_ms: list[int]) -> float:
     nearest = min(COMMON_FPS, key=lambda common: abs(fps - common))
     if abs(fps - nearest) <= nearest * SNAP_TOLERANCE:
         return nearest
-    return round(fps, 2)
+    fps = round(fps, 2)
+    return fps if 0 < fps <= MAX_FPS else FALLBACK_FPS
 
 
 class FlvToMedia:

@@ -26,7 +26,7 @@ import pytest
 import uvicorn
 
 from gateway.http.app import create_app
-from pipeline.store import LocalStore
+from objectstore.local import LocalStore
 
 logger = logging.getLogger(__name__)
 

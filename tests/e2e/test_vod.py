@@ -29,9 +29,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from gateway.api.vods import VodApi
 from gateway.http.app import create_app
 from objectstore import open_store
+from objectstore.local import LocalStore
 from pipeline.channels import new_stream_id
 from pipeline.ladder import Ladder
-from pipeline.store import LocalStore
 from schemas.codec import Codec
 from schemas.records import end_of_stream_record
 from tests.harness import Platform, parse_master_playlist, parse_media_playlist, wait_port

@@ -5,21 +5,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from objectstore.local import LocalStore
 from pipeline.errors import TopicMismatch
 from pipeline.ladder import DEFAULT_LADDER, Ladder
-from pipeline.store import LocalStore
 from schemas.codec import Codec, Schema
 from schemas.records import gop_to_record
 from tests.mediafixtures import cached_flv, gops_from_flv
 from tests.unit.test_codec import SAMPLES
 from topics.admin import ensure_topics, group_lag
 from topics.client import CheckedProducer, make_consumer, poll_checked
-from topics.specs import GOPS, SEGMENTS, TopicSpec, all_topics
+from topics.reader import read
+from topics.specs import DEAD_LETTERS, GOPS, SEGMENTS, TopicSpec, all_topics
 from workers.transcode.worker import TranscodeWorker
 
 pytestmark = pytest.mark.integration
@@ -212,3 +214,59 @@ def test_corrupt_and_unknown_records_are_skipped_and_counted(
             ready.append(codec.expect("SegmentReady", msg.value()))
     segments.close()
     assert ready and ready[0]["key"] == f"streams/{unique_name}/360p30/000000.ts"
+
+
+def test_a_chunk_that_fails_every_attempt_is_dead_lettered_and_the_partition_goes_on(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """A chunk meeting a bug (anything but Kafka or the store failing) used to crash the
+    worker on the same offset for ever: now it is tried again, written to onair.deadletter
+    with its story, and passed; the next chunk is transcoded and the group commits both."""
+    topic = f"test.{unique_name}"
+    ensure_topics(kafka_bootstrap, [_spec(topic, **{"max.message.bytes": "16777216"})])
+    ensure_topics(kafka_bootstrap, all_topics())
+    gops = gops_from_flv(cached_flv(tmp_path, 4.0, size="640x360"), unique_name)[:2]
+    codec = Codec()
+    producer = CheckedProducer(kafka_bootstrap)
+    for gop in gops:
+        record = gop_to_record(gop, channel="test", ingest_time_ms=0)
+        producer.produce(topic, unique_name, codec.encode("GopChunk", record))
+    producer.flush()
+    store = LocalStore(tmp_path / "store")
+    ladder = Ladder.parse(DEFAULT_LADDER)
+    worker = TranscodeWorker(
+        kafka_bootstrap, ladder.get("360p30"), ladder, store, topic=topic,
+        group=f"test-{unique_name}",
+    )  # fmt: skip
+    worker.dead_letters.pause_s = 0.01
+    process = worker.core.process
+    calls: list[int] = []
+
+    def buggy(record: dict[str, Any], position: tuple[int, int] = (0, 0)) -> Any:
+        calls.append(record["sequence"])
+        if record["sequence"] == gops[0].sequence:
+            raise IndexError("a bug meeting odd data")
+        return process(record, position)
+
+    worker.core.process = buggy  # type: ignore[method-assign]
+    consumer = make_consumer(kafka_bootstrap, worker.group, topics=[topic])
+    deadline = time.monotonic() + 60
+    handled = 0
+    while handled < 2 and time.monotonic() < deadline:
+        msg = poll_checked(consumer, 0.5)
+        if msg is not None:
+            worker.handle(msg, consumer, producer)
+            handled += 1
+    consumer.close()
+    assert handled == 2
+    assert calls.count(gops[0].sequence) == worker.dead_letters.attempts
+    assert store.list("streams/") == [f"streams/{unique_name}/360p30/{gops[1].sequence:06d}.ts"]
+    assert [p.lag for p in group_lag(kafka_bootstrap, worker.group or "", topic)] == [0, 0]
+    dead = [
+        codec.expect("DeadLetter", msg.value())
+        for msg in read(kafka_bootstrap, DEAD_LETTERS, idle_timeout_s=10)
+        if msg.key() == (worker.group or "").encode()
+    ]
+    assert len(dead) == 1
+    assert (dead[0]["topic"], dead[0]["error"]) == (topic, "IndexError: a bug meeting odd data")
+    assert codec.expect("GopChunk", dead[0]["value"])["sequence"] == gops[0].sequence

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from typing import Any
 
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.chat import (
+    ACTIONS,
     BANNED,
     DUPLICATE,
     RATE_LIMITED,
@@ -24,10 +26,12 @@ from pipeline.chat import (
     RateLimiter,
     Refusal,
     TokenBucket,
+    action_from_fields,
     check_text,
     valid_channel,
 )
 from pipeline.chattext import normalize_text
+from pipeline.jsonbody import parse_json_object
 from schemas.codec import Codec
 
 T0 = 1_700_000_000.0
@@ -214,6 +218,51 @@ def test_replaying_latest_per_key_rebuilds_the_same_state() -> None:
     assert compacted.is_deleted("chan", "m1")
 
 
+SENT_MS = int(T0 * 1000) + 5_000  # a message sent 5 s after T0
+
+
+@pytest.mark.parametrize(
+    ("log", "message_id", "user", "hidden"),
+    [
+        ([], "m1", "u", False),
+        ([action("delete", message_id="m1")], "m1", "u", True),
+        ([action("delete", message_id="m2")], "m1", "u", False),
+        ([action("ban", at_s=T0 + 10, user="u")], "m1", "u", True),
+        ([action("ban", at_s=T0 + 10, user="v")], "m1", "u", False),
+        ([action("timeout", at_s=T0 + 10, user="u", seconds=60)], "m1", "u", True),
+        ([action("timeout", at_s=T0 + 5, user="u", seconds=60)], "m1", "u", True),
+        ([action("timeout", at_s=T0 + 1, user="u", seconds=2)], "m1", "u", False),
+        (
+            [action("ban", at_s=T0 + 10, user="u"), action("unban", at_s=T0 + 20, user="u")],
+            "m1",
+            "u",
+            False,
+        ),
+        ([action("slow", at_s=T0 + 10, seconds=30)], "m1", "u", False),
+    ],
+    ids=[
+        "nothing",
+        "deleted",
+        "another-deleted",
+        "sender-banned-after",
+        "another-user-banned",
+        "sender-timed-out-after",
+        "timed-out-the-same-ms",
+        "sent-after-the-timeout-ended",
+        "unbanned-since",
+        "slow-mode",
+    ],
+)
+def test_hides_deleted_messages_and_lines_cleared_by_a_later_ban_or_timeout(
+    log: list[ModerationAction], message_id: str, user: str, hidden: bool
+) -> None:
+    state = ModerationState()
+    for item in log:
+        state.apply(item)
+    assert state.hides("chan", message_id, user, SENT_MS) is hidden
+    assert not state.hides("other", message_id, user, SENT_MS)
+
+
 def test_deleted_ids_are_bounded_per_channel() -> None:
     state = ModerationState(max_deleted_per_channel=2)
     for i in range(3):
@@ -388,3 +437,81 @@ def test_normalisation_of_joiners_and_marks_is_idempotent(raw: str) -> None:
     for char in text:
         base_marks = base_marks + 1 if unicodedata.category(char).startswith("M") else 0
         assert base_marks <= 4
+
+
+# -- moderation bodies from outside, fuzzed ----------------------------------------------------
+
+CODEC = Codec()
+MISSING = object()
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=80),
+    st.lists(st.integers(), max_size=2),
+)
+HOSTILE = {  # per field: values at the documented bounds (half the time), or anything
+    "seconds": st.sampled_from([0, 1, 86_400, 86_401, 1_209_600, 1_209_601, -1, 2**63, 10**30]),
+    "user": st.sampled_from([" Eve ", "\u212a", "x" * 25, "x" * 26, "a b", "", "\n"]),
+    "text": st.sampled_from(["x" * 64, "x" * 65, "x" * 500, "x" * 501, "", "\x00", "\u202e"]),
+}
+VALID_BODY = {
+    "user": "mallory",
+    "seconds": 600,
+    "message_id": "q8Pz3xY1c2Vb7nKa",
+    "reason": "spam",
+    "moderator": "mod",
+}
+
+
+@st.composite
+def moderation_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid body with one or two fields dropped or replaced by something hostile."""
+    body: dict[str, Any] = dict(VALID_BODY)
+    for name in draw(st.lists(st.sampled_from([*VALID_BODY, "other"]), min_size=1, max_size=2)):
+        bounds = HOSTILE.get(name, HOSTILE["text"])
+        value = draw(st.one_of(st.just(MISSING), bounds, bounds, anything))
+        if value is MISSING:
+            body.pop(name, None)
+        else:
+            body[name] = value
+    return body
+
+
+@pytest.mark.parametrize("kind", [*ACTIONS, "kick"])
+@settings(max_examples=40, deadline=None)
+@given(
+    channel=st.one_of(
+        st.just("demo"),
+        st.just("demo"),
+        st.sampled_from(["-bad", "", "x" * 64, "x" * 65]),
+        st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", fullmatch=True),
+        st.text(max_size=70),
+    ),
+    fields=moderation_bodies(),
+)
+def test_a_moderation_body_is_refused_or_stored_applied_and_shown(
+    kind: str, channel: str, fields: dict[str, Any]
+) -> None:
+    """Whatever the API accepts must survive every later step: the Avro record, the state
+    every chat server applies, and the JSON answers (issue 12, item 5: a ban that was applied
+    and then failed, leaving `GET /api/moderation/<channel>` a 500 for good)."""
+    body = parse_json_object(json.dumps(fields))  # what the API hands over
+    now_ms = int(T0 * 1000)
+    try:
+        made = action_from_fields(channel, kind, body, now_ms)
+    except ValueError:
+        return
+    # within what docs/chat.md promises, and every number an Avro long (other readers check)
+    assert made.channel == channel and made.action == kind and 0 < len(made.moderator) <= 64
+    assert made.reason is None or 0 < len(made.reason) <= 500
+    assert made.seconds <= {"timeout": 14 * 24 * 3600, "slow": 24 * 3600}.get(kind, 0)
+    for value in made.to_record().values():
+        assert not isinstance(value, int) or -(2**63) <= value < 2**63
+    record = CODEC.expect("ModerationAction", CODEC.encode("ModerationAction", made.to_record()))
+    assert ModerationAction.from_record(record) == made
+    state = ModerationState()
+    state.apply(made)
+    for shown in (made.to_json(), state.snapshot(channel, now_ms)):
+        json.dumps(shown, ensure_ascii=False, allow_nan=False).encode("utf-8")

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway.origin.hls import RENDITION
+from pipeline import settings as settings_module
 from pipeline.errors import ConfigError
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 from pipeline.settings import Settings
@@ -38,8 +43,16 @@ def test_thirty_fps_rungs_halve_sixty() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["", "720p", "720p60", "720p60:4500,720p60:4500", "abc:1"],
-    ids=["empty", "no-fps", "no-rate", "twice", "garbage"],
+    [
+        *("", "720p", "720p60", "720p60:4500,720p60:4500", "abc:1"),
+        *("00p00:0", "720p60:0", "0720p60:4500", "720p5:300", "720p60:" + "9" * 5000),
+        "\u0667\u0662\u0660p60:4500",
+    ],
+    ids=[
+        *("empty", "no-fps", "no-rate", "twice", "garbage"),
+        *("zeros", "zero-rate", "leading-zero", "one-digit-fps", "5000-digit-rate"),
+        "arabic-indic-digits",
+    ],
 )
 def test_bad_ladders_name_the_variable(spec: str) -> None:
     with pytest.raises(ConfigError, match="ONAIR_LADDER"):
@@ -114,3 +127,87 @@ def test_budgets_are_read_from_the_environment(tmp_path: Path) -> None:
     assert settings.rtmp_max_messages_per_s == 2500.0
     assert settings.gop_max_bytes == 8 * 1024 * 1024
     assert settings.chat_max_marks_per_char == 2
+
+
+# -- fuzzed: operator text (not outside bytes, but a typo must be a ConfigError, not a crash) --
+
+VARIABLES = sorted(
+    set(re.findall(r'"(ONAIR_[A-Z0-9_]+)"', Path(settings_module.__file__).read_text()))
+    - {"ONAIR_STATE_DIR", "ONAIR_ADMIN_TOKEN", "ONAIR_TOKEN_SECRET"}  # no secrets file written
+)
+numberish = st.one_of(
+    st.integers().map(str),
+    st.floats().map(str),
+    st.sampled_from(["", " 1 ", "1_000", "\u0661\u0662", "0x10", "1e999", "-0", "9" * 5000]),
+)
+rung = st.tuples(
+    st.from_regex(r"[0-9]{1,5}", fullmatch=True),
+    st.from_regex(r"[0-9]{1,4}", fullmatch=True),
+    st.one_of(st.from_regex(r"[0-9]{0,8}", fullmatch=True), st.just("9" * 5000)),
+).map(lambda t: f"{t[0]}p{t[1]}:{t[2]}")
+ladders = st.one_of(st.lists(rung, min_size=1, max_size=4).map(",".join), st.text(max_size=40))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(VARIABLES), st.one_of(numberish, st.text(max_size=30), ladders))
+def test_any_value_is_taken_or_refused_naming_its_variable(variable: str, raw: str) -> None:
+    env = {"ONAIR_ADMIN_TOKEN": "a", "ONAIR_TOKEN_SECRET": "s", variable: raw}
+    try:
+        Settings.from_env(env)
+    except ConfigError as exc:
+        assert exc.variable in (variable, "ONAIR_S3_ENDPOINT")
+
+
+@settings(max_examples=100, deadline=None)
+@given(ladders)
+def test_a_ladder_that_parses_can_be_served_and_encoded(spec: str) -> None:
+    """Every rung's name is one the origin serves (`gateway/origin/hls.py` RENDITION), its
+    numbers are ones an encoder takes, and the ladder reads back from its own names."""
+    try:
+        ladder = Ladder.parse(spec)
+    except ConfigError as exc:
+        assert exc.variable == "ONAIR_LADDER"
+        return
+    for r in ladder.rungs:
+        assert RENDITION.fullmatch(r.name), r.name
+        assert r.height >= 2 and r.fps >= 1 and 0 < r.bitrate_bps <= 1_000_000_000
+        assert r.output_fps(60.0) > 0 and r.output_size(1920, 1080)[1] > 0
+    again = ",".join(f"{r.name}:{r.bitrate_bps // 1000}" for r in ladder.rungs)
+    assert Ladder.parse(again) == ladder
+
+
+def test_input_limits_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "ONAIR_CHAT_MAX_TEXT_CHARS": "200",
+            "ONAIR_CHAT_MAX_FRAME_CHARS": "4096",
+            "ONAIR_CHAT_FRAMES_PER_S": "5",
+            "ONAIR_HTTP_MAX_BODY_BYTES": "2048",
+        }
+    )
+    assert (settings.chat_max_text_chars, settings.chat_max_frame_chars) == (200, 4096)
+    assert (settings.chat_frames_per_s, settings.http_max_body_bytes) == (5.0, 2048)
+    with pytest.raises(ConfigError, match="ONAIR_HTTP_MAX_BODY_BYTES"):
+        Settings.from_env({"ONAIR_HTTP_MAX_BODY_BYTES": "10"})
+
+
+@pytest.mark.parametrize(
+    ("env", "ttl_s", "renew_s"),
+    [
+        ({}, 30.0, 3.0),
+        ({"ONAIR_INGEST_LEASE_TTL_S": "6"}, 6.0, 0.6),
+        ({"ONAIR_INGEST_LEASE_TTL_S": "6", "ONAIR_INGEST_LEASE_RENEW_S": "2"}, 6.0, 2.0),
+    ],
+    ids=["defaults", "renewals-follow-the-ttl", "both"],
+)
+def test_ingest_lease_timings(
+    tmp_path: Path, env: dict[str, str], ttl_s: float, renew_s: float
+) -> None:
+    settings = Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path), **env})
+    assert (settings.ingest_lease_ttl_s, settings.ingest_lease_renew_s) == (ttl_s, renew_s)
+
+
+def test_ingest_lease_renewals_must_come_three_times_a_ttl(tmp_path: Path) -> None:
+    env = {"ONAIR_INGEST_LEASE_TTL_S": "6", "ONAIR_INGEST_LEASE_RENEW_S": "2.5"}
+    with pytest.raises(ConfigError, match="ONAIR_INGEST_LEASE_RENEW_S"):
+        Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path), **env})

@@ -58,7 +58,28 @@ def test_discarded_changes_are_not_sent_and_revoked_partitions_forgotten() -> No
     table["a"] = 1
     table.partition = 3
     table["b"] = 2
+    assert table.produce_changes(producer) == 2  # type: ignore[arg-type]
+    table.partition = 0
+    table["c"] = 3
+    table["a"] = 9
     table.discard_changes()
     assert table.produce_changes(producer) == 0  # type: ignore[arg-type]
+    assert dict(table) == {"a": 1, "b": 2}, "a discarded change is undone in memory too"
     table.drop({3})
     assert dict(table) == {"a": 1}
+
+
+def test_a_value_changed_in_place_is_not_changed_in_the_table() -> None:
+    """What the packager reads is a copy: mutating it without storing it back changes
+    nothing, so an event that fails half-way leaves the table as it was (and a retry of the
+    event in the same process sees the state from before it)."""
+    table = ChangelogTable("t")
+    producer = RecordingProducer()
+    table["w"] = {"segments": [1, 2]}
+    table.produce_changes(producer)  # type: ignore[arg-type]
+    state = table["w"]
+    state["segments"].append(3)
+    assert table["w"] == {"segments": [1, 2]}
+    table["w"] = state
+    table.discard_changes()
+    assert table["w"] == {"segments": [1, 2]}

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from objectstore import open_store
-from pipeline.store import LocalStore
+from objectstore.local import LocalStore
 from tests.store_contract import *  # noqa: F403  (the shared contract suite)
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from objectstore.local import LocalStore
 from pipeline.gop import Gop
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 from pipeline.metrics import Registry
-from pipeline.store import LocalStore
 from schemas.codec import Codec
 from schemas.records import end_of_stream_record, gop_to_record
 from tests.mediafixtures import cached_flv, gops_from_flv

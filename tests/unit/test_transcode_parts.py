@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from objectstore.local import LocalStore
 from pipeline.gop import Gop
 from pipeline.ladder import DEFAULT_LADDER, Ladder
-from pipeline.store import LocalStore
 from schemas.records import gop_to_record
 from tests.mediafixtures import cached_flv, gops_from_flv
 from workers.transcode.core import RungTranscoder

@@ -13,9 +13,9 @@ from typing import Any
 import av
 import pytest
 
+from objectstore.local import LocalStore
 from pipeline.errors import MediaError
 from pipeline.ladder import Ladder
-from pipeline.store import LocalStore
 from schemas.codec import Codec
 from schemas.records import end_of_stream_record, gop_to_record
 from tests.harness import parse_media_playlist

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from objectstore.local import LocalStore
 from pipeline.errors import NotFound
 from pipeline.ladder import DEFAULT_LADDER, Ladder
-from pipeline.store import LocalStore
 from workers.rebuild.output import PrefixedStore, StoreSpec
 from workers.rebuild.plan import (
     RebuildError,

@@ -5,12 +5,15 @@ end-of-partition event even when compaction removed the record just before it)."
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from topics.client import CheckedProducer
 from topics.reader import read
+
+_ABSENT = object()
 
 
 class ChangelogTable(MutableMapping[str, Any]):
@@ -27,18 +30,26 @@ class ChangelogTable(MutableMapping[str, Any]):
         self._data: dict[str, Any] = {}
         self._partition_of: dict[str, int] = {}
         self._changes: dict[str, tuple[int, Any]] = {}
+        self._undo: dict[str, tuple[Any, int | None]] = {}
 
     def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+        return copy.deepcopy(self._data[key])  # changed only through __setitem__ (undoable)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._data[key] = value
+        self._remember(key)
+        self._data[key] = copy.deepcopy(value)
         self._partition_of[key] = self.partition
         self._changes[key] = (self.partition, value)
 
     def __delitem__(self, key: str) -> None:
+        self._remember(key)
         del self._data[key]
         self._changes[key] = (self._partition_of.pop(key, self.partition), None)
+
+    def _remember(self, key: str) -> None:
+        """The value (and partition) before the first change since the last produce."""
+        if key not in self._undo:
+            self._undo[key] = (self._data.get(key, _ABSENT), self._partition_of.get(key))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
@@ -47,11 +58,22 @@ class ChangelogTable(MutableMapping[str, Any]):
         return len(self._data)
 
     def discard_changes(self) -> None:
+        """Forget the changes since the last `produce_changes()` and undo them in memory."""
+        for key, (value, partition) in self._undo.items():
+            if value is _ABSENT:
+                self._data.pop(key, None)
+                self._partition_of.pop(key, None)
+            else:
+                self._data[key] = value
+                if partition is not None:
+                    self._partition_of[key] = partition
+        self._undo.clear()
         self._changes.clear()
 
     def produce_changes(self, producer: CheckedProducer) -> int:
         """Queue every change since the last call; → how many."""
         changes, self._changes = self._changes, {}
+        self._undo.clear()
         for key, (partition, value) in changes.items():
             payload = None if value is None else json.dumps(value).encode()
             producer.produce(self.topic, json.dumps(key).encode(), payload, partition=partition)

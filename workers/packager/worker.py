@@ -20,6 +20,7 @@ from topics.client import (
     make_consumer,
     start_new_partitions_at_end,
 )
+from topics.deadletter import DeadLetters
 from topics.ready import wait_for_topics
 from topics.specs import PACKAGER_TABLES, SEGMENTS, changelog_topic, packager_changelogs
 from workers.packager.core import Packager
@@ -46,6 +47,7 @@ class PackagerWorker:
         self.windows = ChangelogTable(changelog_topic(self.group, PACKAGER_TABLES[0]))
         self.masters = ChangelogTable(changelog_topic(self.group, PACKAGER_TABLES[1]))
         self.tables = (self.windows, self.masters)
+        self.dead_letters = DeadLetters(self.group, registry=self.registry, stop=self.stop_event)
         self.packager = Packager(
             self.store,
             windows=self.windows,
@@ -83,18 +85,24 @@ class PackagerWorker:
             consumer.close()
 
     def handle(self, msg: Message, consumer: Consumer, producer: CheckedProducer) -> None:
-        partition = msg.partition() or 0
-        for table in self.tables:
-            table.partition = partition
-        try:
-            self.packager.on_event(msg.value())
-        except BaseException:
-            for table in self.tables:  # unrecorded: the successor applies the event again
-                table.discard_changes()
-            raise
-        if sum(table.produce_changes(producer) for table in self.tables):
-            producer.flush()
-        consumer.commit(message=msg, asynchronous=False)
+        def work() -> None:
+            partition = msg.partition() or 0
+            for table in self.tables:
+                table.partition = partition
+            try:
+                self.packager.on_event(msg.value())
+            except BaseException:
+                for table in self.tables:  # unrecorded and undone: applied again from scratch
+                    table.discard_changes()
+                raise
+            if sum(table.produce_changes(producer) for table in self.tables):
+                producer.flush()
+            consumer.commit(message=msg, asynchronous=False)
+
+        def skip() -> None:
+            consumer.commit(message=msg, asynchronous=False)
+
+        self.dead_letters.handle(msg, producer, work, skip)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # a new group starts at the live edge, pinned at once (see start_new_partitions_at_end)

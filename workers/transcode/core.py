@@ -158,6 +158,9 @@ class RungTranscoder:
                 "transcode %s: stream %s GOP %d: %s", self.rung.name, stream_id, sequence, exc
             )
             return None
+        except BaseException:
+            self._open.pop(stream_id, None)  # nothing half-fed is left for a retry to extend
+            raise
         self.encode_seconds.observe(current.seconds + time.perf_counter() - started)
         return self._written(base, current.start_pts_90k, record["duration_90k"], segment)
 

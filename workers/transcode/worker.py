@@ -2,10 +2,11 @@
 
 For each GOP chunk: the core (core.py) decodes + scales + encodes it into one MPEG-TS segment
 and writes the segment object under its deterministic name; this loop produces `SegmentReady`,
-and only then commits the chunk's offset. A worker killed at any moment leaves either an
-uncommitted chunk (its successor redoes it: same object name, same sequence — the packager
-ignores the repeat) or a committed one whose outputs are durable. Nothing is lost and no
-playlist lists a segment twice.
+and only then commits the chunk's offset. A chunk that fails every attempt for another reason
+than Kafka or the store goes to `onair.deadletter` and is passed (`topics.deadletter`). A
+worker killed at any moment leaves either an uncommitted chunk (its successor redoes it: same
+object name, same sequence — the packager ignores the repeat) or a committed one whose
+outputs are durable. Nothing is lost and no playlist lists a segment twice.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from topics.client import (
     make_consumer,
     start_new_partitions_at_end,
 )
+from topics.deadletter import DeadLetters
 from topics.ready import wait_for_topics
 from topics.specs import GOPS, SEGMENTS
 from workers.transcode.core import RungTranscoder
@@ -75,6 +77,9 @@ class TranscodeWorker:
             registry=self.registry,
         )
         self.bad = self.core.bad  # unreadable records counted with undecodable GOPs
+        self.dead_letters = DeadLetters(
+            self.group, registry=self.registry, codec=self._codec, stop=self.stop_event
+        )
 
     def run(self) -> None:
         """Consume until `stop_event` is set. Delivery or commit failures raise: the process
@@ -112,10 +117,16 @@ class TranscodeWorker:
             )
             self._commit(consumer, msg)
             return
-        event = self.core.process(record, position=(msg.partition() or 0, msg.offset() or 0))
-        if event is not None:
-            producer.send(SEGMENTS, record["stream_id"], self._codec.encode("SegmentReady", event))
-        self._commit(consumer, msg)
+
+        def work() -> None:
+            position = (msg.partition() or 0, msg.offset() or 0)
+            event = self.core.process(record, position=position)
+            if event is not None:
+                value = self._codec.encode("SegmentReady", event)
+                producer.send(SEGMENTS, record["stream_id"], value)
+            self._commit(consumer, msg)
+
+        self.dead_letters.handle(msg, producer, work, lambda: self._commit(consumer, msg))
 
     def _commit(self, consumer: Consumer, msg: Message) -> None:
         """Commit past `msg`, but never past the first part of a GOP still being received

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from topics.client import (
     make_consumer,
     start_new_partitions_at_end,
 )
+from topics.deadletter import DeadLetters
+from topics.frontier import OffsetFrontier
 from topics.ready import wait_for_topics
 from topics.specs import STREAMS, VODS
 from topics.table import TableReader
@@ -60,6 +63,8 @@ class VodWorker:
     thumbnail_interval_s: float = THUMB_INTERVAL_S
     segment_wait_s: float = 600.0
     prefetch: bool = True
+    parallel_builds: int = 2  # VODs built at once: a long one does not hold up the others
+    build_attempts: int = 2  # tries before a StreamEnded goes to onair.deadletter
     stop_event: threading.Event = field(default_factory=threading.Event)
     health: Health = field(default_factory=lambda: Health("vod"))
 
@@ -80,6 +85,17 @@ class VodWorker:
             buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
         )
         self.prefetcher: Prefetcher | None = None
+        self.frontier = OffsetFrontier()
+        self.dead_letters = DeadLetters(
+            self.group,
+            attempts=self.build_attempts,
+            registry=self.registry,
+            codec=self._codec,
+            stop=self.stop_event,
+        )
+        self._pool = ThreadPoolExecutor(self.parallel_builds, thread_name_prefix="vod-build")
+        self._jobs: dict[Future[None], tuple[int, int]] = {}
+        self._local = threading.local()
 
     def run(self) -> None:
         """Consume onair.streams until `stop_event`; a failed store write, delivery or commit
@@ -101,7 +117,13 @@ class VodWorker:
         catalog.start()
         self.health.starting(f"joining group {self.group}")
         consumer = make_consumer(
-            self.bootstrap, self.group, topics=[STREAMS], on_assign=self._assigned, **extra
+            self.bootstrap,
+            self.group,
+            topics=[STREAMS],
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._revoked,
+            **extra,
         )
         producer = CheckedProducer(self.bootstrap)
         self.spool.sweep(max_age_s=48 * 3600)
@@ -118,8 +140,10 @@ class VodWorker:
                 consumer,
                 self.stop_event,
                 lambda msg: self.handle(msg, consumer, producer, catalog),
+                on_idle=lambda: self.settle(consumer),
             )
         finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
             if self.prefetcher is not None:
                 self.prefetcher.stop()
             catalog.stop()
@@ -135,12 +159,18 @@ class VodWorker:
     def handle(
         self, msg: Message, consumer: Consumer, producer: CheckedProducer, catalog: TableReader
     ) -> None:
+        """Take one lifecycle event: a `StreamEnded` that needs a VOD starts a build in the
+        background (`parallel_builds` at once), everything else is done at once. What may be
+        committed is settled by `settle()`."""
+        del consumer
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        self.frontier.take(partition, offset)
         try:
             name, record = self._codec.decode(msg.value())
         except CodecError as exc:
             self.bad.inc()
-            logger.warning("vod: skipped event at offset %s: %s", msg.offset(), exc)
-            consumer.commit(message=msg, asynchronous=False)
+            logger.warning("vod: skipped event at offset %s: %s", offset, exc)
+            self.frontier.finish(partition, offset)
             return
         stream_id = record.get("stream_id", "")
         if name in ("StreamStarted", "StreamResumed") and self.prefetcher is not None:
@@ -152,18 +182,63 @@ class VodWorker:
             elif record["last_sequence"] < 0:
                 logger.info("vod: stream %s ended without media; no VOD", stream_id)
             else:
-                try:
-                    vod = self.make_vod(record, msg.partition() or 0, msg.offset() or 0)
-                except MediaError as exc:  # e.g. no rendition has any segment: nothing to show
-                    logger.error("vod: stream %s has no VOD: %s", stream_id, exc)
-                    self.built.labels("failed").inc()
-                    vod = None
-                if vod is not None:
-                    producer.send(VODS, stream_id, self._codec.encode("Vod", vod))
-            if self.prefetcher is not None:
-                self.prefetcher.forget(stream_id)
-            self.spool.drop(stream_id)
-        consumer.commit(message=msg, asynchronous=False)
+                job = self._pool.submit(self._build, msg, record)
+                self._jobs[job] = (partition, offset)
+                return
+            self._forget(stream_id)
+        self.frontier.finish(partition, offset)
+
+    def settle(self, consumer: Consumer) -> None:
+        """Finished builds: a failure of Kafka or the store ends the role (its successor
+        rebuilds from the committed offset); then commit each partition up to its first
+        unfinished event."""
+        for job in [j for j in self._jobs if j.done()]:
+            partition, offset = self._jobs.pop(job)
+            job.result()  # re-raises what the build could not get past
+            self.frontier.finish(partition, offset)
+        moved = self.frontier.advance()
+        if moved:
+            consumer.commit(
+                offsets=[TopicPartition(STREAMS, p, o) for p, o in moved.items()],
+                asynchronous=False,
+            )
+
+    def _build(self, msg: Message, ended: dict[str, Any]) -> None:
+        """One stream's VOD, on a build thread: retried, dead-lettered if it keeps failing."""
+        stream_id = ended["stream_id"]
+        producer = self._thread_producer()
+
+        def work() -> None:
+            try:
+                vod = self.make_vod(ended, msg.partition() or 0, msg.offset() or 0)
+            except MediaError as exc:  # e.g. no rendition has any segment: nothing to show
+                logger.error("vod: stream %s has no VOD: %s", stream_id, exc)
+                self.built.labels("failed").inc()
+                vod = None
+            if vod is not None:
+                producer.send(VODS, stream_id, self._codec.encode("Vod", vod))
+
+        try:
+            self.dead_letters.handle(msg, producer, work, lambda: None)
+        finally:
+            self._forget(stream_id)
+
+    def _thread_producer(self) -> CheckedProducer:
+        producer: CheckedProducer | None = getattr(self._local, "producer", None)
+        if producer is None:
+            producer = self._local.producer = CheckedProducer(self.bootstrap)
+        return producer
+
+    def _forget(self, stream_id: str) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.forget(stream_id)
+        self.spool.drop(stream_id)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Their StreamEnded events are another worker's now: builds still running finish
+        (their outputs are overwritten alike) but commit nothing here."""
+        del consumer
+        self.frontier.forget(tp.partition for tp in partitions)
 
     def make_vod(self, ended: dict[str, Any], partition: int, offset: int) -> dict[str, Any] | None:
         started_at = time.perf_counter()

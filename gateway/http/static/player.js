@@ -1,6 +1,8 @@
 // onair player: hls.js where Media Source Extensions exist, the browser's own HLS otherwise
 // (Safari). Reads its settings from <script id="onair-config">; exposes its state as
-// window.onairPlayer for the chat panel and for tests.
+// window.onairPlayer for the chat panel and for tests. hls.js picks levels with onair's
+// controller (abr.js); `?abr=hlsjs` keeps hls.js's default for comparison. `?stats=1` (or
+// the Stats button) shows the rung, bandwidth estimate, buffer and latency.
 (function () {
   "use strict";
 
@@ -10,7 +12,12 @@
   var current = document.getElementById("current-level");
   var liveButton = document.getElementById("live-edge");
   var statusBox = document.getElementById("status");
+  var statsBox = document.getElementById("stats");
+  var statsToggle = document.getElementById("stats-toggle");
   var OFFLINE_RETRY_MS = 5000;
+  var STATS_EVERY_MS = 500;
+  var query = new URLSearchParams(window.location.search);
+  var abrMode = query.get("abr") === "hlsjs" || !window.OnairAbr ? "hlsjs" : "onair";
 
   var state = {
     config: config,
@@ -20,6 +27,8 @@
     currentLevel: -1,
     autoLevel: true,
     atLiveEdge: false,
+    abr: abrMode, // "onair" | "hlsjs"
+    stats: null, // {abr, level, levelName, bandwidthBps, bufferS, latencyS, targetLatencyS}
   };
   window.onairPlayer = state;
 
@@ -135,8 +144,86 @@
 
   video.addEventListener("playing", hideStatus);
 
+  function hlsConfig() {
+    var options = { liveSyncDurationCount: 3, backBufferLength: 30 };
+    if (abrMode === "onair") {
+      options.abrController = window.OnairAbr.hlsAbrController(window.Hls);
+      options.testBandwidth = false; // onair's controller starts on the lowest rung
+    }
+    return options;
+  }
+
+  function bufferAhead() {
+    var ranges = video.buffered;
+    for (var i = 0; i < ranges.length; i++) {
+      if (ranges.start(i) <= video.currentTime + 0.1 && video.currentTime < ranges.end(i)) {
+        return ranges.end(i) - video.currentTime;
+      }
+    }
+    return 0;
+  }
+
+  function collectStats() {
+    var hls = state.hls;
+    var stats = { abr: state.abr, level: -1, levelName: "", bandwidthBps: null,
+      bufferS: bufferAhead(), latencyS: null, targetLatencyS: null };
+    if (hls) {
+      var level = state.levels[state.currentLevel];
+      stats.level = state.currentLevel;
+      stats.levelName = level ? level.name : "";
+      var onair = hls.abrController && hls.abrController.onair;
+      var estimate = state.abr === "onair" && onair ? onair.estimateBps() : hls.bandwidthEstimate;
+      stats.bandwidthBps = estimate && isFinite(estimate) ? Math.round(estimate) : null;
+      stats.latencyS = hls.latency > 0 ? hls.latency : null;
+      stats.targetLatencyS = hls.targetLatency || null;
+    } else if (config.kind === "live" && video.seekable.length) {
+      stats.latencyS = video.seekable.end(video.seekable.length - 1) - video.currentTime;
+    }
+    return stats;
+  }
+
+  function row(term, value) {
+    var dt = document.createElement("dt");
+    dt.textContent = term;
+    var dd = document.createElement("dd");
+    dd.textContent = value;
+    statsBox.append(dt, dd);
+  }
+
+  function seconds(value) {
+    return value === null ? "–" : value.toFixed(1) + " s";
+  }
+
+  function updateStats() {
+    var stats = collectStats();
+    state.stats = stats;
+    if (statsBox.hidden) {
+      return;
+    }
+    statsBox.replaceChildren();
+    row("ABR", stats.abr === "onair" ? "onair" : "hls.js default");
+    row("Rung", stats.levelName ? stats.levelName + " (" + stats.level + ")" : "–");
+    row("Bandwidth", stats.bandwidthBps === null ? "–"
+      : (stats.bandwidthBps / 1e6).toFixed(2) + " Mb/s");
+    row("Buffer", seconds(stats.bufferS));
+    row("Latency", seconds(stats.latencyS) +
+      (stats.targetLatencyS ? " (target " + stats.targetLatencyS.toFixed(1) + " s)" : ""));
+  }
+
+  function showStats(visible) {
+    statsBox.hidden = !visible;
+    statsToggle.setAttribute("aria-pressed", String(visible));
+    updateStats();
+  }
+
+  statsToggle.addEventListener("click", function () {
+    showStats(statsBox.hidden);
+  });
+  showStats(query.get("stats") === "1");
+  setInterval(updateStats, STATS_EVERY_MS);
+
   function startHls() {
-    var hls = new window.Hls({ liveSyncDurationCount: 3, backBufferLength: 30 });
+    var hls = new window.Hls(hlsConfig());
     state.hls = hls;
     state.mode = "hls.js";
     var Events = window.Hls.Events;

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.api.vods import VodApi
 from gateway.http.app import create_app
-from pipeline.store import LocalStore
+from objectstore.local import LocalStore
 from schemas.codec import Codec
 from topics.specs import VODS
 from topics.table import TableReader

@@ -20,6 +20,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient, WebSocketTestSession
 
+from gateway.chat.history import HistoryReader
 from gateway.chat.service import ChatConfig, ChatService
 from pipeline.tokens import issue_token
 
@@ -190,6 +191,37 @@ def test_token_endpoint(http: TestClient) -> None:
 def test_history_needs_kafka(http: TestClient) -> None:
     assert http.get("/api/chat/room").status_code == 503
     assert http.get("/api/chat/room?limit=5000").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=99999999999999999999",
+        "until=99999999999999999999",
+        "since=-1",
+        "until=9007199254740992",
+    ],
+    ids=["huge-since", "huge-until", "negative", "past-2**53"],
+)
+def test_history_times_out_of_range_are_400(http: TestClient, query: str) -> None:
+    """With Kafka these reached `TopicPartition` and raised OverflowError: a 500."""
+    response = http.get(f"/api/chat/room?{query}")
+    assert response.status_code == 400 and response.json()["error"] == "bad_request"
+
+
+def test_history_offset_lookup_takes_any_time() -> None:
+    """Times far outside int64 reach Kafka clamped (`since=99999999999999999999` was an
+    OverflowError, a 500)."""
+    asked: list[int] = []
+
+    class FakeReader:
+        def locate(self, partitions: list[int], start: Any) -> dict[int, Any]:
+            asked.append(start.value)
+            return {partitions[0]: None}
+
+    for ts_ms in (-(10**20), 10**20):
+        HistoryReader._locate(FakeReader(), 0, ts_ms)  # type: ignore[arg-type]
+    assert asked == [0, 2**63 - 1]
 
 
 def test_a_lone_surrogate_in_a_moderation_body_is_refused_and_applies_nothing(

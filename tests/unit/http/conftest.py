@@ -14,7 +14,8 @@ from starlette.types import Message
 
 from gateway.http.app import create_app
 from gateway.origin.cache import CacheConfig
-from pipeline.store import LocalStore, StoredObject
+from objectstore.local import LocalStore
+from pipeline.store import StoredObject
 
 PLAYLIST_CC = "public, max-age=1"
 SEGMENT_CC = "public, max-age=31536000, immutable"

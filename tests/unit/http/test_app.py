@@ -14,6 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.http.app import create_app, error_code
+from objectstore.local import LocalStore
 from pipeline.errors import (
     AuthError,
     ConfigError,
@@ -25,7 +26,7 @@ from pipeline.errors import (
 )
 from pipeline.health import Health
 from pipeline.metrics import Registry
-from pipeline.store import LocalStore, StoredObject
+from pipeline.store import StoredObject
 
 ERRORS: dict[str, OnairError] = {
     "not-found": NotFound("no channel called zed"),

@@ -198,3 +198,44 @@ async def test_a_cancelled_waiter_does_not_cancel_the_shared_read(tmp_path: Path
     with pytest.raises(asyncio.CancelledError):
         await leader
     assert store.count(SEGMENT) == 1
+
+
+class OutageStore(CountingStore):
+    """The real LocalStore whose reads fail while `down` (an S3 outage)."""
+
+    down = False
+
+    def get(self, key: str) -> StoredObject:
+        if self.down:
+            with self._lock:
+                self.gets.append(key)
+            raise StoreError(f"get {key}: could not connect")
+        return super().get(key)
+
+
+async def test_while_the_store_fails_a_recent_playlist_is_served_stale(tmp_path: Path) -> None:
+    store, clock = OutageStore(tmp_path), ManualClock()
+    cache = make_cache(store, clock, CacheConfig(ttl_s=0.5, stale_if_error_s=60))
+    put_playlist(store, "live/demo/720p30/index.m3u8", "#EXTM3U\n#one\n")
+    first = await cache.get("live/demo/720p30/index.m3u8")
+    store.down = True
+    clock.now += 30  # long expired, within stale-if-error
+    assert (await cache.get("live/demo/720p30/index.m3u8")).body == first.body
+    clock.now += 31  # past it: the error shows
+    with pytest.raises(StoreError):
+        await cache.get("live/demo/720p30/index.m3u8")
+    store.down = False
+    put_playlist(store, "live/demo/720p30/index.m3u8", "#EXTM3U\n#two\n")
+    assert (await cache.get("live/demo/720p30/index.m3u8")).body == b"#EXTM3U\n#two\n"
+
+
+async def test_no_stale_answer_for_what_was_never_found(tmp_path: Path) -> None:
+    store, clock = OutageStore(tmp_path), ManualClock()
+    cache = make_cache(store, clock)
+    with pytest.raises(ObjectNotFound):
+        await cache.get("live/demo/720p30/index.m3u8")
+    store.down = True
+    clock.now += 1
+    with pytest.raises(StoreError) as caught:
+        await cache.get("live/demo/720p30/index.m3u8")
+    assert not isinstance(caught.value, ObjectNotFound)

@@ -10,7 +10,7 @@ from gateway.http.app import create_app
 from gateway.origin import hls
 from gateway.origin.cache import CacheConfig
 from gateway.origin.hls import RangeNotSatisfiable, etag_matches, parse_range
-from pipeline.store import LocalStore
+from objectstore.local import LocalStore
 from tests.unit.http.conftest import (
     PLAYLIST_CC,
     SEGMENT_CC,

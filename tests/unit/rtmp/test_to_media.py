@@ -61,6 +61,9 @@ FPS_CASES = [
     ("uncommon-rounded", [0, 70, 140, 210], 14.29),
     ("one-frame-falls-back", [0], 30.0),
     ("no-progress-falls-back", [5, 5, 5], 30.0),
+    # found by fuzzing: rounded to 0.0 fps, a CodecConfig with no frame rate
+    ("hours-apart-falls-back", [4278190080, 4294967330], 30.0),
+    ("repeated-timestamps-falls-back", [0, 0, 0, 1], 30.0),  # 3000 fps
 ]
 
 

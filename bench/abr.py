@@ -1,0 +1,313 @@
+"""Which ABR controller serves a live viewer best, on real mobile networks?
+
+    python -m bench.abr [--traces DIR] [--session-s 600] [--jobs N] [--json]
+
+Four controllers, side by side in one run, each in the same live player model
+(`bench/abr_sim.py`), over every trace in `--traces` (default: the 86 Norway HSDPA 3G traces
+in ../shared/abr-traces/hsdpa-3g), in two regimes:
+
+- `segments`: 2 s segments, 6 s target latency (hls.js `liveSyncDurationCount` 3);
+- `parts`: 0.5 s LL-HLS parts, 1.5 s target latency (`PART-HOLD-BACK` = 3 parts).
+
+Controllers: `note` (the architecture note's `ABRController`, pipeline/abr/note.py), `hlsjs`
+(hls.js 1.7.4's default, bench/abr_hlsjs.py), `bola` (dash.js 5.1.1's BolaRule with its
+companion rules, bench/abr_bola.py) and `onair` (pipeline/abr/live.py, what the player uses).
+Every controller sees the rungs' BANDWIDTH as onair's master playlist advertises it (the
+measured peak segment bitrate, audio and MPEG-TS overhead included); QoE counts the
+ladder's nominal bitrate. The media is an actual onair encode (bench/abr_media.py).
+
+Per controller, averaged over traces: QoE_lin = (Σ bitrate_Mbps - 4.3 x rebuffer_s
+- 1 x Σ|Δbitrate_Mbps|) / number of 2 s steps, with bitrate summed per 2 s of media in both
+regimes; mean nominal bitrate; rebuffer ratio (stalled / (stalled + media)); switches per
+minute of media; mean latency behind the live edge. Start-up is not rebuffering (it shows in
+latency). `--json` prints only `{regime: {controller: {qoe, bitrate_kbps, rebuffer_ratio,
+switches_per_min, latency_s}}}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from bench.abr_bola import Bola
+from bench.abr_hlsjs import HlsJsDefault
+from bench.abr_media import Media, load_media
+from bench.abr_sim import (
+    PARTS,
+    SEGMENTS,
+    ControllerFactory,
+    Download,
+    Progress,
+    Regime,
+    Session,
+    Trace,
+    View,
+    simulate,
+)
+from bench.machine import describe, usable_cores
+from pipeline.abr.live import LiveAbrController
+from pipeline.abr.note import ABRController
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TRACES = ROOT.parent / "shared" / "abr-traces" / "hsdpa-3g"
+REGIMES = {"segments": SEGMENTS, "parts": PARTS}
+REBUFFER_WEIGHT = 4.3
+SWITCH_WEIGHT = 1.0
+GOAL_QOE_GAIN = 1.15  # onair >= 1.15 x the note's mean QoE
+
+
+class NoteAdapter:
+    """The note's controller in the player: download speed = size / request-to-last-byte
+    time, a decision per chunk, no abandoning."""
+
+    def __init__(self, media: Media, regime: Regime) -> None:
+        del regime
+        levels = [(r.peak_bps // 1000, int(r.name.split("p")[0])) for r in media.rungs]
+        self.abr = ABRController(levels)
+
+    def choose(self, view: View) -> int:
+        return self.abr.choose_quality()
+
+    def downloaded(self, download: Download, view: View) -> None:
+        self.abr.update_speed(download.size_bytes, download.done_s - download.request_s)
+
+    def abandon(self, progress: Progress) -> int | None:
+        return None
+
+    def delay_s(self) -> float:
+        return 0.0
+
+    def stalled(self) -> None:
+        pass
+
+    def bitrate_test(self) -> bool:
+        return False
+
+
+class OnairAdapter:
+    """onair's controller, fed exactly what the player feeds it (gateway/http/static/abr.js)."""
+
+    def __init__(self, media: Media, regime: Regime) -> None:
+        self.abr = LiveAbrController(
+            [r.average_bps for r in media.rungs],
+            chunk_s=regime.chunk_s,
+            target_latency_s=regime.target_latency_s,
+        )
+
+    def choose(self, view: View) -> int:
+        return self.abr.choose(view.buffer_s, view.latency_s)
+
+    def downloaded(self, download: Download, view: View) -> None:
+        self.abr.add_sample(
+            download.size_bytes,
+            download.done_s - download.request_s,
+            download.first_byte_s - download.request_s,
+        )
+
+    def abandon(self, progress: Progress) -> int | None:
+        return self.abr.abandon(
+            progress.level,
+            progress.loaded_bytes,
+            progress.total_bytes,
+            progress.now_s - progress.request_s,
+            progress.buffer_s,
+        )
+
+    def delay_s(self) -> float:
+        return 0.0
+
+    def stalled(self) -> None:
+        pass
+
+    def bitrate_test(self) -> bool:
+        return False
+
+
+class Lowest(NoteAdapter):
+    """Not a contender: always the lowest rung. Its figures are the floor no controller can
+    get under on these traces (what is lost while even the lowest rung cannot be fetched in
+    real time); the report shows each controller's QoE above it."""
+
+    def choose(self, view: View) -> int:
+        return 0
+
+
+CONTROLLERS: dict[str, ControllerFactory] = {
+    "note": NoteAdapter,
+    "hlsjs": HlsJsDefault,
+    "bola": Bola,
+    "onair": OnairAdapter,
+}
+FLOOR = "lowest"
+REFERENCES: dict[str, ControllerFactory] = {FLOOR: Lowest}
+
+
+def load_traces(directory: Path) -> list[Trace]:
+    paths = sorted(directory.glob("*.json"))
+    if not paths:
+        raise SystemExit(f"no *.json traces in {directory}")
+    return [Trace.load(p) for p in paths]
+
+
+def _run_one(job: tuple[Media, Trace, str, str, float]) -> tuple[str, str, dict[str, float]]:
+    media, trace, regime_name, controller, session_s = job
+    factory = CONTROLLERS.get(controller) or REFERENCES[controller]
+    session = simulate(media, trace, REGIMES[regime_name], factory, session_s)
+    return regime_name, controller, session.figures()
+
+
+def run(
+    media: Media,
+    traces: list[Trace],
+    regimes: list[str],
+    controllers: list[str],
+    session_s: float,
+    jobs: int,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Every controller on every trace in every regime → mean figures per regime/controller."""
+    work = [(media, t, r, c, session_s) for r in regimes for c in controllers for t in traces]
+    per: dict[tuple[str, str], list[dict[str, float]]] = {}
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(pool.map(_run_one, work, chunksize=8))
+    else:
+        results = [_run_one(w) for w in work]
+    for regime_name, controller, figures in results:
+        per.setdefault((regime_name, controller), []).append(figures)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for regime_name in regimes:
+        out[regime_name] = {}
+        for controller in controllers:
+            rows = per[(regime_name, controller)]
+            out[regime_name][controller] = {
+                key: statistics.fmean(row[key] for row in rows) for key in rows[0]
+            }
+    return out
+
+
+def session_of(
+    media: Media, trace: Trace, regime: Regime, controller: str, session_s: float
+) -> Session:
+    """One session, for tests and for looking at a single trace."""
+    return simulate(media, trace, regime, CONTROLLERS[controller], session_s)
+
+
+def report(
+    results: dict[str, dict[str, dict[str, float]]],
+    media: Media,
+    traces_dir: Path,
+    trace_count: int,
+    session_s: float,
+    elapsed_s: float,
+) -> str:
+    lines = [
+        f"traces: {traces_dir} ({trace_count} traces, looped), {session_s:.0f} s of media each",
+        f"QoE_lin = (Σ bitrate_Mbps - {REBUFFER_WEIGHT} x rebuffer_s - {SWITCH_WEIGHT} x "
+        "Σ|Δbitrate_Mbps|) / 2-s steps; bitrate per 2 s of media in both regimes; "
+        "mean over traces",
+        f"media: {media.source}",
+        "rungs, kbps nominal/average/peak on the wire: "
+        + ", ".join(
+            f"{r.name} {r.nominal_bps // 1000}/{r.average_bps // 1000}/{r.peak_bps // 1000}"
+            for r in media.rungs
+        ),
+    ]
+    for name, regime_results in results.items():
+        regime = REGIMES[name]
+        floor = regime_results.get(FLOOR)
+        lines.append("")
+        lines.append(
+            f"{name}: {regime.chunk_s:g} s chunks, target latency {regime.target_latency_s:g} s"
+        )
+        lines.append(
+            f"  {'controller':<10} {'QoE':>7} {'kbps':>6} {'rebuf %':>8} "
+            f"{'sw/min':>7} {'latency s':>10} {'above floor':>12}"
+        )
+        for controller, f in regime_results.items():
+            above = f"{f['qoe'] - floor['qoe']:>12.3f}" if floor else ""
+            label = f"({controller})" if controller == FLOOR else controller
+            lines.append(
+                f"  {label:<10} {f['qoe']:>7.3f} {f['bitrate_kbps']:>6.0f} "
+                f"{100 * f['rebuffer_ratio']:>8.2f} {f['switches_per_min']:>7.2f} "
+                f"{f['latency_s']:>10.2f} {above}"
+            )
+        lines.extend("  " + line for line in goal_lines(regime_results))
+    lines.append("")
+    lines.append(
+        f"({FLOOR}) = always the lowest rung, not a contender: the stalls no controller avoids "
+        "when even that rung cannot be fetched in real time"
+    )
+    lines.append(f"machine: {describe()}; bench took {elapsed_s:.0f} s")
+    return "\n".join(lines)
+
+
+def goal_lines(results: dict[str, dict[str, float]]) -> list[str]:
+    """The issue's goal, checked literally; "x % higher" of a negative mean is read as
+    (onair - note) / |note|. With the floor, also the share of QoE each adds above it."""
+    if not {"note", "onair"} <= set(results):
+        return []
+    onair, note = results["onair"], results["note"]
+    gain = (onair["qoe"] - note["qoe"]) / abs(note["qoe"]) if note["qoe"] else math.inf
+    checks = [
+        (
+            f"onair QoE vs note: {100 * gain:+.1f} % (goal >= +{100 * (GOAL_QOE_GAIN - 1):.0f} %)",
+            gain >= GOAL_QOE_GAIN - 1,
+        ),
+        (
+            f"onair rebuffer ratio {100 * onair['rebuffer_ratio']:.3f} % "
+            f"< note {100 * note['rebuffer_ratio']:.3f} %",
+            onair["rebuffer_ratio"] < note["rebuffer_ratio"],
+        ),
+    ]
+    for controller, f in results.items():
+        if controller not in ("onair", "note", FLOOR):
+            checks.append((f"onair QoE above {controller}", onair["qoe"] > f["qoe"]))
+    lines = [f"{'ok  ' if ok else 'MISS'} {text}" for text, ok in checks]
+    floor = results.get(FLOOR)
+    if floor and note["qoe"] > floor["qoe"]:
+        ratio = (onair["qoe"] - floor["qoe"]) / (note["qoe"] - floor["qoe"])
+        lines.append(f"     above the floor, onair adds {ratio:.2f}x what the note adds")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.abr", description=__doc__.split("\n")[0])
+    parser.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
+    parser.add_argument("--session-s", type=float, default=600.0)
+    parser.add_argument("--regimes", default="segments,parts")
+    parser.add_argument("--controllers", default=",".join(CONTROLLERS))
+    parser.add_argument("--jobs", type=int, default=usable_cores())
+    parser.add_argument("--json", action="store_true", help="print only the JSON figures")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
+    regimes = [r for r in args.regimes.split(",") if r]
+    controllers = [c for c in args.controllers.split(",") if c]
+    unknown = [r for r in regimes if r not in REGIMES] + [
+        c for c in controllers if c not in CONTROLLERS
+    ]
+    if unknown:
+        parser.error(f"unknown regime or controller: {', '.join(unknown)}")
+    media = load_media()
+    traces = load_traces(args.traces)
+    started = time.monotonic()
+    if args.json:
+        results = run(media, traces, regimes, controllers, args.session_s, args.jobs)
+        print(json.dumps(results, indent=2))
+    else:
+        results = run(media, traces, regimes, [*controllers, FLOOR], args.session_s, args.jobs)
+        elapsed = time.monotonic() - started
+        print(report(results, media, args.traces, len(traces), args.session_s, elapsed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+// onair's live ABR controller in the browser: the JavaScript twin of pipeline/abr/live.py
+// (same algorithm step for step; tests/unit/abr/test_parity.py runs both on the same
+// sequences and compares every decision; change one, change the other). The docstring of
+// live.py explains the algorithm.
+//
+// Loaded as a classic script it defines window.OnairAbr; under node, module.exports:
+//   OnairAbr.LiveAbrController   the pure controller (no clock, no DOM)
+//   OnairAbr.hlsAbrController(Hls)  a subclass of hls.js's AbrController that lets the
+//                                   controller pick every fragment's level and abandon a
+//                                   fragment that loads too slowly (for `abrController`).
+(function (root, factory) {
+  "use strict";
+  var api = factory();
+  if (typeof module === "object" && module.exports) {
+    module.exports = api;
+  } else {
+    root.OnairAbr = api;
+  }
+})(typeof self !== "undefined" ? self : this, function () {
+  "use strict";
+
+  var LONG_WINDOW_S = 8.0; // media seconds of samples in the long harmonic mean
+  var SHORT_WINDOW_S = 2.0; // ...and in the short one
+  var ERROR_WINDOW = 5; // chunks whose estimate errors the discount looks back over
+  var HORIZON = 5; // chunks each rung's plan looks ahead
+  var STALL_WEIGHT = 4.3; // QoE lost per second of stall
+  var SWITCH_WEIGHT = 1.0; // QoE lost per Mbps of switch
+  var UP_SHARE = 1.0; // going up needs the rung's fetch time within this share of a chunk
+  var UP_HOLD_S = 4.0; // media seconds the plan must stay above the current rung to go up
+  var DOWN_HOLD_S = 8.0; // no up-switch within this many media seconds of a down-switch
+  var MIN_TRANSFER_S = 0.01; // a transfer measured shorter than this counts as this long
+  var ABANDON_AFTER_SHARE = 0.25; // abandon checks start once this share of D has elapsed
+
+  function LiveAbrController(bitratesBps, options) {
+    var sorted = bitratesBps.slice().sort(function (a, b) { return a - b; });
+    var ascending = bitratesBps.length > 0 && bitratesBps[0] > 0 &&
+      bitratesBps.every(function (b, i) { return b === sorted[i]; });
+    if (!ascending) {
+      throw new Error("bitratesBps must be positive, ascending and not empty");
+    }
+    if (!(options.chunkS > 0) || !(options.targetLatencyS > 0)) {
+      throw new Error("chunkS and targetLatencyS must be positive");
+    }
+    this.bitratesBps = bitratesBps.map(Number);
+    this.chunkS = options.chunkS;
+    this.targetLatencyS = options.targetLatencyS;
+    var start = options.startLevel || 0;
+    this.level = Math.min(Math.max(start, 0), this.bitratesBps.length - 1);
+    this.samples = []; // {bits, transferS, ttfbS, mediaS, error}, oldest first
+    this.switchedDown = false;
+    this.upHeldS = 0.0;
+    this.sinceDownS = DOWN_HOLD_S;
+  }
+
+  function rateBps(sample) {
+    return sample.bits / sample.transferS;
+  }
+
+  LiveAbrController.prototype.addSample = function (sizeBytes, durationS, ttfbS) {
+    ttfbS = ttfbS || 0.0;
+    if (sizeBytes <= 0 || durationS <= 0) {
+      return;
+    }
+    ttfbS = Math.min(Math.max(ttfbS, 0.0), durationS);
+    var transferS = Math.max(durationS - ttfbS, MIN_TRANSFER_S);
+    var bits = sizeBytes * 8.0;
+    var rate = bits / transferS;
+    var predicted = this.estimateBps();
+    var error = predicted === null ? 0.0 : Math.abs(predicted - rate) / rate;
+    this.samples.push({ bits: bits, transferS: transferS, ttfbS: ttfbS, mediaS: this.chunkS,
+      error: error });
+    var keptS = 0.0;
+    for (var index = this.samples.length - 1; index >= 0; index--) {
+      keptS += this.samples[index].mediaS;
+      if (keptS >= LONG_WINDOW_S && this.samples.length - index >= ERROR_WINDOW) {
+        this.samples.splice(0, index);
+        break;
+      }
+    }
+  };
+
+  LiveAbrController.prototype.harmonicBps = function (windowS) {
+    var weight = 0.0;
+    var inverse = 0.0;
+    for (var index = this.samples.length - 1; index >= 0; index--) {
+      var sample = this.samples[index];
+      weight += sample.mediaS;
+      inverse += sample.mediaS / rateBps(sample);
+      if (weight >= windowS) {
+        break;
+      }
+    }
+    return weight / inverse;
+  };
+
+  LiveAbrController.prototype.estimateBps = function () {
+    if (!this.samples.length) {
+      return null;
+    }
+    return Math.min(this.harmonicBps(LONG_WINDOW_S), this.harmonicBps(SHORT_WINDOW_S));
+  };
+
+  LiveAbrController.prototype.safeBps = function () {
+    var estimate = this.estimateBps();
+    if (estimate === null) {
+      return null;
+    }
+    var worst = 0.0;
+    var recent = this.samples.slice(-ERROR_WINDOW);
+    for (var i = 0; i < recent.length; i++) {
+      worst = Math.max(worst, recent[i].error);
+    }
+    return estimate / (1.0 + worst);
+  };
+
+  LiveAbrController.prototype.rttS = function () {
+    if (!this.samples.length) {
+      return 0.0;
+    }
+    var total = 0.0;
+    for (var i = 0; i < this.samples.length; i++) {
+      total += this.samples[i].ttfbS;
+    }
+    return total / this.samples.length;
+  };
+
+  LiveAbrController.prototype.roomS = function (latencyS) {
+    return Math.max(Math.min(latencyS, this.targetLatencyS) - this.chunkS / 2, this.chunkS);
+  };
+
+  LiveAbrController.prototype.planValue = function (level, throughputBps, rttS, bufferS, roomS) {
+    var fetchS = rttS + this.bitratesBps[level] * this.chunkS / throughputBps;
+    var mbps = this.bitratesBps[level] / 1e6;
+    var value = -SWITCH_WEIGHT * Math.abs(mbps - this.bitratesBps[this.level] / 1e6);
+    var buffer = bufferS;
+    for (var step = 0; step < HORIZON; step++) {
+      var stall = Math.max(fetchS - buffer, 0.0);
+      buffer = Math.min(Math.max(buffer - fetchS, 0.0) + this.chunkS, roomS);
+      value += mbps * this.chunkS / 2.0 - STALL_WEIGHT * stall;
+    }
+    return value;
+  };
+
+  LiveAbrController.prototype.plan = function (bufferS, latencyS) {
+    var throughput = this.safeBps();
+    if (throughput === null) {
+      return this.level;
+    }
+    var room = this.roomS(latencyS);
+    var rtt = this.rttS();
+    var best = this.level;
+    var bestValue = -Infinity;
+    for (var level = 0; level < this.bitratesBps.length; level++) {
+      var value = this.planValue(level, throughput, rtt, bufferS, room);
+      if (value > bestValue) {
+        best = level;
+        bestValue = value;
+      }
+    }
+    return best;
+  };
+
+  LiveAbrController.prototype.sustainable = function (level) {
+    var throughput = this.estimateBps();
+    if (throughput === null) {
+      return this.level;
+    }
+    var rtt = this.rttS();
+    while (level > this.level) {
+      if (rtt + this.bitratesBps[level] * this.chunkS / throughput <= UP_SHARE * this.chunkS) {
+        break;
+      }
+      level -= 1;
+    }
+    return level;
+  };
+
+  LiveAbrController.prototype.choose = function (bufferS, latencyS) {
+    this.sinceDownS += this.chunkS;
+    var best = this.plan(bufferS, latencyS);
+    if (best > this.level) {
+      best = this.sustainable(best);
+    }
+    if (best < this.level) {
+      this.down(best);
+    } else if (best === this.level) {
+      this.upHeldS = 0.0;
+    } else if (!this.switchedDown) {
+      this.level = best;
+    } else {
+      this.upHeldS += this.chunkS;
+      if (this.upHeldS >= UP_HOLD_S && this.sinceDownS >= DOWN_HOLD_S) {
+        this.level += 1;
+        this.upHeldS = 0.0;
+      }
+    }
+    return this.level;
+  };
+
+  LiveAbrController.prototype.down = function (level) {
+    this.level = level;
+    this.switchedDown = true;
+    this.upHeldS = 0.0;
+    this.sinceDownS = 0.0;
+  };
+
+  LiveAbrController.prototype.abandon = function (level, loadedBytes, totalBytes, elapsedS,
+    bufferS) {
+    if (level <= 0 || loadedBytes <= 0 || elapsedS < ABANDON_AFTER_SHARE * this.chunkS) {
+      return null;
+    }
+    var rtt = this.rttS();
+    var rate = loadedBytes * 8.0 / Math.max(elapsedS - rtt, MIN_TRANSFER_S);
+    var remainingS = (totalBytes - loadedBytes) * 8.0 / rate;
+    if (remainingS <= bufferS) {
+      return null;
+    }
+    var choice = 0;
+    for (var lower = 0; lower < level; lower++) {
+      if (rtt + this.bitratesBps[lower] * this.chunkS / rate <= bufferS) {
+        choice = lower;
+      }
+    }
+    if (rtt + this.bitratesBps[choice] * this.chunkS / rate >= remainingS) {
+      return null;
+    }
+    this.addSample(loadedBytes, elapsedS, Math.min(rtt, elapsedS));
+    this.down(choice);
+    return choice;
+  };
+
+  // -- hls.js ----------------------------------------------------------------------------
+
+  // A subclass of hls.js's own AbrController (Hls.DefaultConfig.abrController): hls.js keeps
+  // its bookkeeping (and its bandwidth estimate, shown for comparison), but every fragment's
+  // level comes from LiveAbrController, decided once per fragment, and the 100 ms emergency
+  // check is LiveAbrController.abandon instead of hls.js's rule.
+  function hlsAbrController(Hls) {
+    var Base = Hls.DefaultConfig.abrController;
+    var Events = Hls.Events;
+
+    class OnairHlsAbrController extends Base {
+      constructor(hls) {
+        super(hls);
+        this.onair = null;
+        this.onairLevelsKey = "";
+        this.onairDecision = -1; // the level chosen for the next fragment, -1: not yet
+        this.onairLastLoaded = -1;
+        this._abandonRulesCheck = this.onairAbandonCheck.bind(this);
+        hls.on(Events.FRAG_LOADED, this.onairFragLoaded, this);
+      }
+
+      destroy() {
+        if (this.hls) {
+          this.hls.off(Events.FRAG_LOADED, this.onairFragLoaded, this);
+        }
+        super.destroy();
+      }
+
+      // The controller for the current levels (made again if the levels change).
+      onairController() {
+        var hls = this.hls;
+        var levels = (hls && hls.levels) || [];
+        if (!levels.length) {
+          return null;
+        }
+        var peak = levels.map(function (l) { return l.bitrate; });
+        var average = levels.map(function (l) { return l.averageBitrate || l.bitrate; });
+        var bitrates = average.every(function (b, i) { return i === 0 || b >= average[i - 1]; })
+          ? average : peak;
+        var key = bitrates.join(",");
+        if (!this.onair || key !== this.onairLevelsKey) {
+          var details = levels[0].details;
+          var chunkS = (details && (details.partTarget || details.targetduration)) || 2;
+          var target = hls.targetLatency || 3 * chunkS;
+          this.onair = new LiveAbrController(bitrates, { chunkS: chunkS, targetLatencyS: target });
+          this.onairLevelsKey = key;
+          this.onairDecision = -1;
+        }
+        return this.onair;
+      }
+
+      onairBufferS() {
+        var info = this.hls && this.hls.mainForwardBufferInfo;
+        return info ? info.len : 0;
+      }
+
+      onairLatencyS() {
+        var hls = this.hls;
+        var latency = hls ? hls.latency : 0;
+        return latency > 0 ? latency : this.onair.targetLatencyS;
+      }
+
+      onairFragLoaded(_event, data) {
+        var frag = data.frag;
+        if (frag.type !== "main" || frag.sn === "initSegment" || frag.bitrateTest) {
+          return;
+        }
+        var controller = this.onairController();
+        if (!controller) {
+          return;
+        }
+        var part = data.part;
+        var stats = part ? part.stats : frag.stats;
+        var duration = part ? part.duration : frag.duration;
+        if (duration > 0) {
+          controller.chunkS = duration;
+        }
+        var target = this.hls.targetLatency;
+        if (target > 0) {
+          controller.targetLatencyS = target;
+        }
+        var loading = stats.loading;
+        controller.addSample(stats.loaded, (loading.end - loading.start) / 1000,
+          (loading.first - loading.start) / 1000);
+        this.onairLastLoaded = frag.level;
+        this.onairDecision = -1;
+      }
+
+      get nextAutoLevel() {
+        var controller = this.onairController();
+        if (!controller) {
+          return super.nextAutoLevel;
+        }
+        if (this.onairDecision < 0) {
+          this.onairDecision = this.onairLastLoaded < 0
+            ? controller.level
+            : controller.choose(this.onairBufferS(), this.onairLatencyS());
+        }
+        var hls = this.hls;
+        return Math.min(Math.max(this.onairDecision, hls.minAutoLevel), hls.maxAutoLevel);
+      }
+
+      set nextAutoLevel(level) {
+        super.nextAutoLevel = level;
+      }
+
+      get firstAutoLevel() {
+        var controller = this.onairController();
+        return controller ? controller.level : 0;
+      }
+
+      onairAbandonCheck() {
+        var hls = this.hls;
+        var frag = this.fragCurrent;
+        var controller = this.onair;
+        if (!hls || !frag || !controller || !hls.autoLevelEnabled) {
+          return;
+        }
+        var part = this.partCurrent;
+        var stats = part ? part.stats : frag.stats;
+        if (stats.aborted || (stats.loaded && stats.loaded === stats.total)) {
+          this.clearTimer();
+          return;
+        }
+        var elapsedS = (performance.now() - stats.loading.start) / 1000;
+        var duration = part ? part.duration : frag.duration;
+        var level = hls.levels[frag.level];
+        var expected = stats.total || Math.round(duration * level.bitrate / 8);
+        var choice = controller.abandon(frag.level, stats.loaded, expected, elapsedS,
+          this.onairBufferS());
+        if (choice === null) {
+          return;
+        }
+        this.onairDecision = choice;
+        hls.nextLoadLevel = choice;
+        this.clearTimer();
+        frag.abortRequests();
+        this.fragCurrent = this.partCurrent = null;
+        hls.trigger(Events.FRAG_LOAD_EMERGENCY_ABORTED, { frag: frag, part: part, stats: stats });
+      }
+    }
+
+    return OnairHlsAbrController;
+  }
+
+  return {
+    LiveAbrController: LiveAbrController,
+    hlsAbrController: hlsAbrController,
+  };
+});

@@ -1,0 +1,20 @@
+"""atheris target: RTMP chunk stream and publish session (`targets.rtmp`).
+
+    python tests/fuzz/fuzz_rtmp.py [corpus dirs or one input] [libFuzzer flags]
+
+`make fuzz` runs it with the seeds in `tests/fuzz/corpus/rtmp/`.
+"""
+
+import sys
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+
+with atheris.instrument_imports(include=["gateway", "pipeline", "schemas", "tests.fuzz"]):
+    from tests.fuzz.targets import rtmp
+
+if __name__ == "__main__":
+    atheris.Setup(sys.argv, rtmp)
+    atheris.Fuzz()
