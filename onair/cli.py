@@ -203,9 +203,12 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
+    import secrets
+    import socket
 
     from gateway.ingest.handler import IngestHandler
-    from gateway.ingest.ownership import StreamOwnership
+    from gateway.ingest.lease import LeaseTimings
+    from gateway.ingest.leases import LeaseBook, producer_settings
     from gateway.rtmp.guard import AuthGuard
     from gateway.rtmp.limits import RtmpLimits
     from gateway.rtmp.server import RtmpServer
@@ -214,31 +217,32 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.metrics import Registry
     from topics.channels import ChannelDirectory
     from topics.client import AsyncProducer
-    from topics.specs import STREAMS
-    from topics.table import TableReader
 
     registry = Registry()
     health = Health("ingest")
     serve_role_metrics(settings, args, registry, health)
+    timings = LeaseTimings(settings.ingest_lease_ttl_s, settings.ingest_lease_renew_s)
+    ensure_topics(settings)  # onair.ingest.leases is new to deployments older than it
+    holder = f"{socket.gethostname()}-ingest-{os.getpid()}-{secrets.token_hex(2)}"
 
     async def run() -> None:
-        health.starting("reading the channels and the stream lifecycle from Kafka")
+        health.starting("reading the channels and the ingest leases from Kafka")
+        # every chunk acknowledged or failed within the lease's margin (see gateway/ingest/lease.py)
+        producer = AsyncProducer(settings.kafka_bootstrap, **producer_settings(timings))
         channels = ChannelDirectory(settings.kafka_bootstrap, registry=registry)
-        lifecycle = TableReader(settings.kafka_bootstrap, STREAMS, None, registry=registry)
-        for table in (channels.table, lifecycle):  # /healthz: degraded while one restarts
-            health.watch(table.follower.name, table.follower.probe)
-        ownership = StreamOwnership()
-        lifecycle.listeners.append(ownership.update)
-        await asyncio.gather(asyncio.to_thread(channels.start), asyncio.to_thread(lifecycle.start))
-        producer = AsyncProducer(settings.kafka_bootstrap)
+        leases = LeaseBook(settings.kafka_bootstrap, producer, holder=holder, registry=registry)
+        for follower in (channels.table.follower, leases.follower):  # /healthz: degraded
+            health.watch(follower.name, follower.probe)  # while one restarts
+        await asyncio.gather(asyncio.to_thread(channels.start), asyncio.to_thread(leases.start))
         handler = IngestHandler(
             producer,
             channels,
             settings.ladder,
+            leases,
             reconnect_grace_s=settings.reconnect_grace_s,
+            timings=timings,
             gop_part_ms=settings.gop_part_ms,
             gop_limits=GopLimits(settings.gop_max_duration_ms, settings.gop_max_bytes),
-            ownership=ownership,
             registry=registry,
         )
         guard = AuthGuard(max_failures=settings.auth_max_failures, block_s=settings.auth_block_s)
@@ -262,17 +266,18 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        await handler.start()  # ends what a predecessor left unended, once it is due
         await server.start()
-        logger.info("ingest: rtmp://%s:%d/live", settings.rtmp_host, server.port)
+        logger.info("ingest %s: rtmp://%s:%d/live", holder, settings.rtmp_host, server.port)
         health.ok()
         try:
             await stop.wait()
         finally:
-            await server.stop()
-            await handler.end_all()
+            await server.stop()  # publishes are interrupted: they resume on any ingest in time
+            await handler.stop()
             producer.close()
             channels.stop()
-            lifecycle.stop()
+            leases.stop()
 
     asyncio.run(run())
     return 0

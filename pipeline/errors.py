@@ -19,6 +19,9 @@ OnairError
 ├── NotFound               a channel, stream or VOD that does not exist
 ├── MediaError             a GOP could not be decoded or encoded
 ├── DeliveryFailed         the brokers did not acknowledge a write
+├── PublishAborted         the ingest ended a publish for a reason of its own (the RTMP server
+│   │                      closes it with that reason)
+│   └── LeaseLost          the ingest can no longer prove it owns the channel (fenced)
 └── TopicMismatch          a topic's partition count differs from its spec (never changed
                            on its own: names the topic and the way to migrate)
 """
@@ -109,6 +112,14 @@ class MediaError(OnairError):
 
 
 class DeliveryFailed(OnairError):
+    pass
+
+
+class PublishAborted(OnairError):
+    pass
+
+
+class LeaseLost(PublishAborted):
     pass
 
 

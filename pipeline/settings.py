@@ -22,6 +22,8 @@ N = TypeVar("N", int, float)
 KIB = 1024
 MIB = 1024 * KIB
 GOP_BYTES_CEILING = 15 * MIB  # the GOP topic takes 16 MiB a message: room for the record around
+LEASE_TTL_S = 30.0  # above a broker failover (KRaft fences a dead broker after 9 s)
+LEASE_RENEW_S = LEASE_TTL_S / 10
 
 
 def _number(name: str, raw: str, low: N, high: N, kind: type[N]) -> N:
@@ -64,6 +66,11 @@ class Settings:
     replication: int = 1
     replay_retention_hours: int = 48
     reconnect_grace_s: float = 5.0
+    # an ingest holds each stream's channel with a lease in onair.ingest.leases: it lapses this
+    # long after the last renewal (another ingest then ends or resumes the stream); renewed
+    # every ingest_lease_renew_s (at most a third of the TTL; unset, a tenth of it)
+    ingest_lease_ttl_s: float = LEASE_TTL_S
+    ingest_lease_renew_s: float = LEASE_RENEW_S
     gop_part_ms: int = 500  # ingest sends each GOP in parts this long; workers encode early
     admin_token: str = ""
     token_secret: str = ""
@@ -121,6 +128,19 @@ class Settings:
         take("ONAIR_REPLAY_RETENTION_HOURS", "replay_retention_hours", _hours)
         take("ONAIR_GOP_PART_MS", "gop_part_ms", lambda n, r: _int(n, r, 0, 10_000))
         take("ONAIR_RECONNECT_GRACE_S", "reconnect_grace_s", lambda n, r: _float(n, r, 0, 600))
+        take("ONAIR_INGEST_LEASE_TTL_S", "ingest_lease_ttl_s", lambda n, r: _float(n, r, 2, 600))
+        take(
+            "ONAIR_INGEST_LEASE_RENEW_S",
+            "ingest_lease_renew_s",
+            lambda n, r: _float(n, r, 0.1, 200),
+        )
+        ttl_s = values.get("ingest_lease_ttl_s", LEASE_TTL_S)
+        values.setdefault("ingest_lease_renew_s", ttl_s / 10)  # unset: follows the TTL
+        if values["ingest_lease_renew_s"] > ttl_s / 3:
+            raise ConfigError(
+                "ONAIR_INGEST_LEASE_RENEW_S",
+                f"must be at most a third of the lease TTL ({ttl_s} s)",
+            )
         take("ONAIR_ADMIN_TOKEN", "admin_token", lambda n, r: r)
         take("ONAIR_TOKEN_SECRET", "token_secret", lambda n, r: r)
         take("ONAIR_METRICS_PORT", "metrics_port", lambda n, r: _int(n, r, 0, 65535))

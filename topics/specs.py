@@ -17,6 +17,7 @@ CHANNELS = "onair.channels"
 VODS = "onair.vods"
 SCHEMAS = "onair.schemas"
 DEAD_LETTERS = "onair.deadletter"
+INGEST_LEASES = "onair.ingest.leases"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,20 @@ def all_topics(
             partitions,
             {"retention.ms": str(7 * DAY_MS), "message.timestamp.type": "LogAppendTime"},
             "chat messages; every chat server with viewers of a channel reads its partition",
+        ),
+        TopicSpec(
+            INGEST_LEASES,
+            "channel",
+            1,  # small records, read whole by every ingest: never a partition count to migrate
+            {
+                **_compacted(),
+                # the ownership rules read the broker's append time, one clock for every reader
+                "message.timestamp.type": "LogAppendTime",
+                # compaction keeps a channel's last record only; an hour of a channel's history
+                # stays whole, so a reader starting now folds exactly what the others folded
+                "min.compaction.lag.ms": str(HOUR_MS),
+            },
+            "IngestLease: which ingest owns each channel's stream (gateway/ingest/lease.py)",
         ),
         TopicSpec(MODERATION, "channel/user", partitions, _compacted(), "bans etc."),
         TopicSpec(CHANNELS, "channel", 1, _compacted(), "channels, stream keys hashed"),

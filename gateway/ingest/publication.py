@@ -6,17 +6,20 @@ discontinuity) and hands each to its `IngestHandler` to produce. With `gop_part_
 open GOP goes out in parts as it arrives, so transcode workers encode while it is still
 arriving; the last part goes when the GOP closes. The first chunk's offset is awaited (it goes
 into `StreamStarted`); later deliveries are checked as they complete, and a failed one ends
-the publish.
+the publish. Media is taken only while the handler can prove its lease on the channel
+(`IngestHandler.check_lease`, before every chunk): a fenced publish raises `LeaseLost`, and its
+close sends nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pipeline.errors import DeliveryFailed
+from pipeline.errors import DeliveryFailed, LeaseLost
 from pipeline.gop import Gop, GopCutter
 from pipeline.media import CodecConfig, MediaUnit, Track
 from topics.client import Delivery
@@ -61,6 +64,7 @@ class KafkaPublication:
     async def on_media(self, unit: MediaUnit) -> None:
         if self._failed is not None:
             raise DeliveryFailed(f"stream {self.state.stream_id}: {self._failed}")
+        self.handler.check_lease(self.state)
         if self.cutter is None:
             return
         gop = self.cutter.push(unit)
@@ -140,10 +144,11 @@ class KafkaPublication:
             self.state.last_offset = max(self.state.last_offset, future.result().offset)
 
     async def close(self, reason: str) -> None:
-        if self.cutter is not None and self._failed is None:
+        if self.cutter is not None and self._failed is None and self.state.fenced is None:
             last = self.cutter.flush()
             if last is not None:
-                await self._publish(last)
+                with contextlib.suppress(LeaseLost):  # fenced meanwhile: not ours to send
+                    await self._publish(last)
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self.handler.disconnected(self.state, reason)

@@ -7,7 +7,8 @@ own publisher (TCP backpressure) and nobody else. A refused publish is counted a
 client address in the `AuthGuard`; a blocked address is refused before the handler is asked.
 A broken session is logged in one line (address and error, never the key) and closed alone;
 those lines are rate-limited per kind of error, since an attacker can cause one per
-connection.
+connection. A publish the handler aborts (`PublishAborted`: a fenced ingest) is closed alone
+too, with the handler's reason.
 
 All connections share one event loop, so none may hold it long (`RtmpLimits`): what a read
 brings is fed to the session in slices of `parse_slice_bytes`, with a yield to the loop after
@@ -41,7 +42,13 @@ from gateway.rtmp.session import (
     SessionState,
 )
 from gateway.rtmp.types import Publication, PublishHandler
-from pipeline.errors import AuthError, BudgetExceeded, ChannelBusy, ProtocolError
+from pipeline.errors import (
+    AuthError,
+    BudgetExceeded,
+    ChannelBusy,
+    ProtocolError,
+    PublishAborted,
+)
 from pipeline.metrics import Counter, Registry
 from pipeline.ratelog import LogLimiter, suffix
 
@@ -259,6 +266,9 @@ class _Connection:
                     exc,
                     suffix(held),
                 )
+        except PublishAborted as exc:  # the ingest ended the publish (e.g. its lease lapsed)
+            reason = str(exc)
+            logger.warning("rtmp %s: publish closed by the ingest: %s", self.peer, exc)
         except (ConnectionError, TimeoutError) as exc:
             reason = "connection lost"
             logger.info("rtmp %s: connection lost: %s", self.peer, type(exc).__name__)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.ingest.handler import IngestHandler
-from gateway.ingest.ownership import StreamOwnership
+from gateway.ingest.leases import LeaseBook
 from pipeline.ladder import DEFAULT_LADDER
 from schemas.codec import Codec
 from topics.admin import ensure_topics
@@ -33,6 +33,7 @@ class Ingest:
     handler: IngestHandler
     lifecycle: TableReader
     producer: AsyncProducer
+    leases: LeaseBook
 
 
 @pytest.fixture
@@ -44,22 +45,24 @@ async def two_ingests(kafka_bootstrap: str) -> AsyncIterator[tuple[Ingest, Inges
     key = await asyncio.to_thread(channels.create, name)
     assert key is not None
     ingests = []
-    for _ in range(2):
+    for index in range(2):
         lifecycle = TableReader(kafka_bootstrap, STREAMS, None)
-        ownership = StreamOwnership()
-        lifecycle.listeners.append(ownership.update)
         await asyncio.to_thread(lifecycle.start)
         producer = AsyncProducer(kafka_bootstrap)
+        leases = LeaseBook(kafka_bootstrap, producer, holder=f"{name}-ingest-{index}")
+        await asyncio.to_thread(leases.start)
         handler = IngestHandler(
-            producer, channels, DEFAULT_LADDER, reconnect_grace_s=GRACE_S, ownership=ownership
+            producer, channels, DEFAULT_LADDER, leases, reconnect_grace_s=GRACE_S
         )
-        ingests.append(Ingest(handler, lifecycle, producer))
+        await handler.start()
+        ingests.append(Ingest(handler, lifecycle, producer, leases))
     try:
         yield ingests[0], ingests[1], name, key
     finally:
         for ingest in ingests:
-            await ingest.handler.end_all()
+            await ingest.handler.stop()
             ingest.producer.close()
+            ingest.leases.stop()
             ingest.lifecycle.stop()
         channels.stop()
 

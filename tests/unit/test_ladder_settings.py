@@ -189,3 +189,25 @@ def test_input_limits_come_from_the_environment() -> None:
     assert (settings.chat_frames_per_s, settings.http_max_body_bytes) == (5.0, 2048)
     with pytest.raises(ConfigError, match="ONAIR_HTTP_MAX_BODY_BYTES"):
         Settings.from_env({"ONAIR_HTTP_MAX_BODY_BYTES": "10"})
+
+
+@pytest.mark.parametrize(
+    ("env", "ttl_s", "renew_s"),
+    [
+        ({}, 30.0, 3.0),
+        ({"ONAIR_INGEST_LEASE_TTL_S": "6"}, 6.0, 0.6),
+        ({"ONAIR_INGEST_LEASE_TTL_S": "6", "ONAIR_INGEST_LEASE_RENEW_S": "2"}, 6.0, 2.0),
+    ],
+    ids=["defaults", "renewals-follow-the-ttl", "both"],
+)
+def test_ingest_lease_timings(
+    tmp_path: Path, env: dict[str, str], ttl_s: float, renew_s: float
+) -> None:
+    settings = Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path), **env})
+    assert (settings.ingest_lease_ttl_s, settings.ingest_lease_renew_s) == (ttl_s, renew_s)
+
+
+def test_ingest_lease_renewals_must_come_three_times_a_ttl(tmp_path: Path) -> None:
+    env = {"ONAIR_INGEST_LEASE_TTL_S": "6", "ONAIR_INGEST_LEASE_RENEW_S": "2.5"}
+    with pytest.raises(ConfigError, match="ONAIR_INGEST_LEASE_RENEW_S"):
+        Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path), **env})
