@@ -48,12 +48,13 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def ensure_topics(settings: Settings) -> list[str]:
+def ensure_topics(settings: Settings, only: set[str] | None = None) -> list[str]:
+    """Create or reconcile every topic (or the `only` ones) with this deployment's settings."""
     from topics.admin import ensure_topics as ensure
     from topics.specs import all_topics
 
     specs = all_topics(settings.partitions, settings.replay_retention_ms, settings.replication)
-    return ensure(settings.kafka_bootstrap, specs)
+    return ensure(settings.kafka_bootstrap, [s for s in specs if only is None or s.name in only])
 
 
 # ---- channels ------------------------------------------------------------------------------
@@ -217,12 +218,15 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.metrics import Registry
     from topics.channels import ChannelDirectory
     from topics.client import AsyncProducer
+    from topics.specs import INGEST_LEASES
 
     registry = Registry()
     health = Health("ingest")
     serve_role_metrics(settings, args, registry, health)
     timings = LeaseTimings(settings.ingest_lease_ttl_s, settings.ingest_lease_renew_s)
-    ensure_topics(settings)  # onair.ingest.leases is new to deployments older than it
+    # onair.ingest.leases is new to deployments older than it: ingest creates it (only it: the
+    # others are `onair topics`'s, and until they exist /healthz says what ingest waits for)
+    ensure_topics(settings, only={INGEST_LEASES})
     holder = f"{socket.gethostname()}-ingest-{os.getpid()}-{secrets.token_hex(2)}"
 
     async def run() -> None:
