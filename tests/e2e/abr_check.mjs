@@ -10,48 +10,19 @@
 // protocol) for --slow-fragments fragments; "again" (throttle lifted) until a fragment above
 // the last slow one has loaded. Then the page is opened once more with ?abr=hlsjs.
 // Exit status: 0 when every phase could run, 1 otherwise (the JSON then carries "error").
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { CHROMIUM_ARGS, parseCheckArgs, runCheck } from "./browser.mjs";
 
-import { chromium } from "playwright-core";
-
-const { values: options } = parseArgs({
-  options: {
-    url: { type: "string" },
+const options = parseCheckArgs(
+  {
     "throttle-bps": { type: "string", default: "1000000" },
     "throttle-latency-ms": { type: "string", default: "40" },
     "slow-fragments": { type: "string", default: "12" },
     "timeout-seconds": { type: "string", default: "150" },
-    chromium: { type: "string", default: "/usr/bin/chromium" },
   },
-});
-if (!options.url) {
-  console.error("usage: abr_check.mjs --url URL");
-  process.exit(2);
-}
+  "usage: abr_check.mjs --url URL",
+);
 const throttleBps = Number(options["throttle-bps"]);
 const slowFragments = Number(options["slow-fragments"]);
-const timeout = Number(options["timeout-seconds"]) * 1000;
-
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--autoplay-policy=no-user-gesture-required",
-];
-
-const result = { url: options.url, console: [], failedRequests: [] };
-const startedAt = Date.now();
-const userDataDir = mkdtempSync(join(tmpdir(), "onair-chromium-"));
-let context;
-let exitCode = 0;
 
 // Installed in the page once hls.js exists: records fragments, emergency aborts and stalls.
 function instrument() {
@@ -90,109 +61,87 @@ function instrument() {
   });
 }
 
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: options.chromium,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout,
-  });
-  result.browserVersion = context.browser()?.version() ?? null;
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(timeout);
-  page.on("console", (message) => result.console.push(`${message.type()}: ${message.text()}`));
-  page.on("pageerror", (error) => result.console.push(`pageerror: ${error.message}`));
-  page.on("response", (response) => {
-    if (response.status() >= 400) {
-      result.failedRequests.push(`${response.status()} ${response.url()}`);
-    }
-  });
-  const cdp = await context.newCDPSession(page);
-  await cdp.send("Network.enable");
-  const throttle = (bps, latencyMs) =>
-    cdp.send("Network.emulateNetworkConditions", {
-      offline: false,
-      latency: latencyMs,
-      downloadThroughput: bps > 0 ? bps / 8 : -1,
-      uploadThroughput: bps > 0 ? bps / 8 : -1,
+await runCheck(
+  options,
+  async ({ context, page, result }) => {
+      result.browserVersion = context.browser()?.version() ?? null;
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Network.enable");
+    const throttle = (bps, latencyMs) =>
+      cdp.send("Network.emulateNetworkConditions", {
+        offline: false,
+        latency: latencyMs,
+        downloadThroughput: bps > 0 ? bps / 8 : -1,
+        uploadThroughput: bps > 0 ? bps / 8 : -1,
+      });
+
+    const separator = options.url.includes("?") ? "&" : "?";
+    const response = await page.goto(`${options.url}${separator}stats=1`, {
+      waitUntil: "domcontentloaded",
     });
+    result.pageStatus = response ? response.status() : null;
+    await page.waitForFunction(
+      () => window.onairPlayer && window.onairPlayer.hls && window.onairPlayer.hls.levels.length > 1,
+    );
+    await page.evaluate(instrument);
+    result.mode = await page.evaluate(() => window.onairPlayer.mode);
+    result.abr = await page.evaluate(() => window.onairPlayer.abr);
+    result.levels = await page.evaluate(() =>
+      window.onairPlayer.hls.levels.map((level) => ({
+        height: level.height,
+        bitrate: level.bitrate,
+        averageBitrate: level.averageBitrate,
+      })),
+    );
+    const top = result.levels.length - 1;
+    const phaseFragments = (phase) =>
+      page.evaluate((p) => window.__abrLog.fragments.filter((f) => f.phase === p), phase);
 
-  const separator = options.url.includes("?") ? "&" : "?";
-  const response = await page.goto(`${options.url}${separator}stats=1`, {
-    waitUntil: "domcontentloaded",
-  });
-  result.pageStatus = response ? response.status() : null;
-  await page.waitForFunction(
-    () => window.onairPlayer && window.onairPlayer.hls && window.onairPlayer.hls.levels.length > 1,
-  );
-  await page.evaluate(instrument);
-  result.mode = await page.evaluate(() => window.onairPlayer.mode);
-  result.abr = await page.evaluate(() => window.onairPlayer.abr);
-  result.levels = await page.evaluate(() =>
-    window.onairPlayer.hls.levels.map((level) => ({
-      height: level.height,
-      bitrate: level.bitrate,
-      averageBitrate: level.averageBitrate,
-    })),
-  );
-  const top = result.levels.length - 1;
-  const phaseFragments = (phase) =>
-    page.evaluate((p) => window.__abrLog.fragments.filter((f) => f.phase === p), phase);
+    // fast: until the top level has been loaded
+    await page.waitForFunction(
+      (level) => window.__abrLog.fragments.some((f) => f.level === level),
+      top,
+    );
 
-  // fast: until the top level has been loaded
-  await page.waitForFunction(
-    (level) => window.__abrLog.fragments.some((f) => f.level === level),
-    top,
-  );
+    // slow: the page throttled
+    await throttle(throttleBps, Number(options["throttle-latency-ms"]));
+    await page.evaluate(() => {
+      window.__abrLog.phase = "slow";
+    });
+    await page.waitForFunction(
+      (n) => window.__abrLog.fragments.filter((f) => f.phase === "slow").length >= n,
+      slowFragments,
+    );
+    const slow = await phaseFragments("slow");
+    const settled = slow[slow.length - 1].level;
+    result.statsWhileThrottled = await page.evaluate(() => window.onairPlayer.stats);
+    result.statsText = await page.evaluate(() => document.getElementById("stats").innerText);
 
-  // slow: the page throttled
-  await throttle(throttleBps, Number(options["throttle-latency-ms"]));
-  await page.evaluate(() => {
-    window.__abrLog.phase = "slow";
-  });
-  await page.waitForFunction(
-    (n) => window.__abrLog.fragments.filter((f) => f.phase === "slow").length >= n,
-    slowFragments,
-  );
-  const slow = await phaseFragments("slow");
-  const settled = slow[slow.length - 1].level;
-  result.statsWhileThrottled = await page.evaluate(() => window.onairPlayer.stats);
-  result.statsText = await page.evaluate(() => document.getElementById("stats").innerText);
+    // again: the throttle lifted, until a level above the settled one has loaded
+    await throttle(-1, 0);
+    await page.evaluate(() => {
+      window.__abrLog.phase = "again";
+    });
+    await page.waitForFunction(
+      (level) => window.__abrLog.fragments.some((f) => f.phase === "again" && f.level > level),
+      settled,
+    );
 
-  // again: the throttle lifted, until a level above the settled one has loaded
-  await throttle(-1, 0);
-  await page.evaluate(() => {
-    window.__abrLog.phase = "again";
-  });
-  await page.waitForFunction(
-    (level) => window.__abrLog.fragments.some((f) => f.phase === "again" && f.level > level),
-    settled,
-  );
+    const log = await page.evaluate(() => window.__abrLog);
+    result.fragments = log.fragments;
+    result.aborted = log.aborted;
+    result.stalls = log.stalls;
+    result.stallsWhileThrottled = log.stalls.filter((s) => s.phase === "slow").length;
 
-  const log = await page.evaluate(() => window.__abrLog);
-  result.fragments = log.fragments;
-  result.aborted = log.aborted;
-  result.stalls = log.stalls;
-  result.stallsWhileThrottled = log.stalls.filter((s) => s.phase === "slow").length;
-
-  // ?abr=hlsjs: hls.js's own controller
-  await page.goto(`${options.url}${separator}abr=hlsjs`, { waitUntil: "domcontentloaded" });
-  await page.waitForFunction(
-    () => window.onairPlayer && window.onairPlayer.hls && window.onairPlayer.hls.levels.length > 1,
-  );
-  result.hlsjsMode = await page.evaluate(() => ({
-    abr: window.onairPlayer.abr,
-    onairController: "onair" in window.onairPlayer.hls.abrController,
-  }));
-} catch (error) {
-  result.error = String(error && error.stack ? error.stack : error);
-  exitCode = 1;
-} finally {
-  if (context) {
-    await context.close().catch(() => {});
-  }
-  rmSync(userDataDir, { recursive: true, force: true });
-}
-result.elapsedMs = Date.now() - startedAt;
-process.stdout.write(JSON.stringify(result) + "\n");
-process.exit(exitCode);
+    // ?abr=hlsjs: hls.js's own controller
+    await page.goto(`${options.url}${separator}abr=hlsjs`, { waitUntil: "domcontentloaded" });
+    await page.waitForFunction(
+      () => window.onairPlayer && window.onairPlayer.hls && window.onairPlayer.hls.levels.length > 1,
+    );
+    result.hlsjsMode = await page.evaluate(() => ({
+      abr: window.onairPlayer.abr,
+      onairController: "onair" in window.onairPlayer.hls.abrController,
+    }));
+  },
+  { args: [...CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required"] },
+);

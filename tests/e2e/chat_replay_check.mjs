@@ -6,138 +6,111 @@
 //
 //   node tests/e2e/chat_replay_check.mjs --url http://127.0.0.1:8080/watch/vod/ID \
 //        --seek 30 --back 10 --next-id ID [--timeout-seconds 30] [--chromium PATH]
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { parseCheckArgs, runCheck } from "./browser.mjs";
 
-import { chromium } from "playwright-core";
-
-const { values: options } = parseArgs({
-  options: {
-    url: { type: "string" },
+const options = parseCheckArgs(
+  {
     seek: { type: "string", default: "30" },
     back: { type: "string", default: "10" },
     "next-id": { type: "string" },
     "timeout-seconds": { type: "string", default: "30" },
-    chromium: { type: "string", default: "/usr/bin/chromium" },
   },
-});
-if (!options.url || !options["next-id"]) {
-  console.error("usage: chat_replay_check.mjs --url URL --next-id ID [--seek S] [--back S]");
-  process.exit(2);
-}
+  "usage: chat_replay_check.mjs --url URL --next-id ID [--seek S] [--back S]",
+  ["url", "next-id"],
+);
 const seekS = Number(options.seek);
 const backS = Number(options.back);
 const nextId = options["next-id"];
-const timeout = Number(options["timeout-seconds"]) * 1000;
 
-const result = { url: options.url, console: [], failedRequests: [], chatRequests: [] };
-const startedAt = Date.now();
-const userDataDir = mkdtempSync(join(tmpdir(), "onair-chromium-"));
-let context;
-let exitCode = 0;
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: options.chromium,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    timeout,
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(timeout);
-  page.on("console", (message) => result.console.push(`${message.type()}: ${message.text()}`));
-  page.on("pageerror", (error) => result.console.push(`pageerror: ${error.message}`));
-  page.on("request", (request) => {
-    if (request.url().includes("/api/chat/")) {
-      result.chatRequests.push(request.url());
-    }
-  });
-  page.on("response", (response) => {
-    if (response.status() >= 400) {
-      result.failedRequests.push(`${response.status()} ${response.url()}`);
-    }
-  });
+// as browser.mjs's CHROMIUM_ARGS, without --disable-quic (this script never passed it)
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 
-  const response = await page.goto(options.url, { waitUntil: "domcontentloaded" });
-  result.pageStatus = response ? response.status() : null;
-  result.finalUrl = page.url();
-  await page.waitForFunction(() => {
-    const video = document.getElementById("video");
-    return window.onairReplay && window.onairReplay.ready && video.readyState >= 2;
-  });
+await runCheck(
+  options,
+  async ({ page, result }) => {
+    page.on("request", (request) => {
+      if (request.url().includes("/api/chat/")) {
+        result.chatRequests.push(request.url());
+      }
+    });
 
-  const panel = () =>
-    page.evaluate(() => {
+    const response = await page.goto(options.url, { waitUntil: "domcontentloaded" });
+    result.pageStatus = response ? response.status() : null;
+    result.finalUrl = page.url();
+    await page.waitForFunction(() => {
+      const video = document.getElementById("video");
+      return window.onairReplay && window.onairReplay.ready && video.readyState >= 2;
+    });
+
+    const panel = () =>
+      page.evaluate(() => {
+        const root = document.getElementById("chat");
+        const lines = [...root.querySelectorAll("li.chat-line")];
+        return {
+          currentTime: document.getElementById("video").currentTime,
+          paused: document.getElementById("video").paused,
+          ids: lines.map((li) => li.dataset.id),
+          at: lines.map((li) => Number(li.dataset.at)),
+          texts: lines.map((li) => li.querySelector(".chat-text").textContent),
+          elementsInTexts: lines.reduce((n, li) => n + li.querySelectorAll(".chat-text *").length, 0),
+        };
+      });
+    const seekPaused = async (seconds) => {
+      await page.evaluate((s) => {
+        const video = document.getElementById("video");
+        video.pause();
+        video.currentTime = s;
+      }, seconds);
+      await page.waitForFunction(
+        (s) => {
+          const video = document.getElementById("video");
+          return !video.seeking && Math.abs(video.currentTime - s) < 0.5 && window.onairReplay.settled();
+        },
+        seconds,
+      );
+      await page.waitForTimeout(400); // a few panel ticks
+    };
+
+    result.origin = await page.evaluate(() => window.onairReplay.origin);
+    result.runs = await page.evaluate(() => window.onairReplay.runs);
+    result.chrome = await page.evaluate(() => {
       const root = document.getElementById("chat");
-      const lines = [...root.querySelectorAll("li.chat-line")];
       return {
-        currentTime: document.getElementById("video").currentTime,
-        paused: document.getElementById("video").paused,
-        ids: lines.map((li) => li.dataset.id),
-        at: lines.map((li) => Number(li.dataset.at)),
-        texts: lines.map((li) => li.querySelector(".chat-text").textContent),
-        elementsInTexts: lines.reduce((n, li) => n + li.querySelectorAll(".chat-text *").length, 0),
+        mode: root.dataset.mode,
+        title: root.querySelector(".chat-replay-title")?.textContent ?? null,
+        inputs: root.querySelectorAll("input, textarea, form, button, [contenteditable]").length,
       };
     });
-  const seekPaused = async (seconds) => {
-    await page.evaluate((s) => {
-      const video = document.getElementById("video");
-      video.pause();
-      video.currentTime = s;
-    }, seconds);
-    await page.waitForFunction(
-      (s) => {
-        const video = document.getElementById("video");
-        return !video.seeking && Math.abs(video.currentTime - s) < 0.5 && window.onairReplay.settled();
-      },
-      seconds,
+
+    await seekPaused(seekS);
+    result.atSeek = await panel();
+    await page.waitForTimeout(1500);
+    result.paused = await panel();
+
+    await seekPaused(backS);
+    result.atBack = await panel();
+
+    await seekPaused(seekS);
+    result.beforePlay = await panel();
+    await page.evaluate(() => document.getElementById("video").play());
+    const shownAt = await page.waitForFunction(
+      (id) =>
+        document.querySelector(`#chat li[data-id="${id}"]`)
+          ? document.getElementById("video").currentTime
+          : null,
+      nextId,
+      { polling: 50 },
     );
-    await page.waitForTimeout(400); // a few panel ticks
-  };
-
-  result.origin = await page.evaluate(() => window.onairReplay.origin);
-  result.runs = await page.evaluate(() => window.onairReplay.runs);
-  result.chrome = await page.evaluate(() => {
-    const root = document.getElementById("chat");
-    return {
-      mode: root.dataset.mode,
-      title: root.querySelector(".chat-replay-title")?.textContent ?? null,
-      inputs: root.querySelectorAll("input, textarea, form, button, [contenteditable]").length,
-    };
-  });
-
-  await seekPaused(seekS);
-  result.atSeek = await panel();
-  await page.waitForTimeout(1500);
-  result.paused = await panel();
-
-  await seekPaused(backS);
-  result.atBack = await panel();
-
-  await seekPaused(seekS);
-  result.beforePlay = await panel();
-  await page.evaluate(() => document.getElementById("video").play());
-  const shownAt = await page.waitForFunction(
-    (id) =>
-      document.querySelector(`#chat li[data-id="${id}"]`)
-        ? document.getElementById("video").currentTime
-        : null,
-    nextId,
-    { polling: 50 },
-  );
-  result.nextShownAt = await shownAt.jsonValue();
-  result.afterNext = await panel();
-} catch (error) {
-  result.error = String(error && error.stack ? error.stack : error);
-  exitCode = 1;
-} finally {
-  if (context) {
-    await context.close().catch(() => {});
-  }
-  rmSync(userDataDir, { recursive: true, force: true });
-}
-result.elapsedMs = Date.now() - startedAt;
-process.stdout.write(JSON.stringify(result) + "\n");
-process.exit(exitCode);
+    result.nextShownAt = await shownAt.jsonValue();
+    result.afterNext = await panel();
+  },
+  { args: ARGS, fields: { chatRequests: [] } },
+);

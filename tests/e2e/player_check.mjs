@@ -7,63 +7,21 @@
 //
 // Exit status: 0 when the page played and the checks could run, 1 otherwise (the JSON then
 // carries "error" and the browser console).
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { parseCheckArgs, runCheck } from "./browser.mjs";
 
-import { chromium } from "playwright-core";
-
-const { values: options } = parseArgs({
-  options: {
-    url: { type: "string" },
+const options = parseCheckArgs(
+  {
     "min-levels": { type: "string", default: "2" },
     "play-seconds": { type: "string", default: "2" },
     "timeout-seconds": { type: "string", default: "45" },
-    chromium: { type: "string", default: "/usr/bin/chromium" },
   },
-});
-if (!options.url) {
-  console.error("usage: player_check.mjs --url URL");
-  process.exit(2);
-}
+  "usage: player_check.mjs --url URL",
+);
 const minLevels = Number(options["min-levels"]);
 const playSeconds = Number(options["play-seconds"]);
-const timeout = Number(options["timeout-seconds"]) * 1000;
 
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-
-const result = { url: options.url, console: [], failedRequests: [] };
-const startedAt = Date.now();
-const userDataDir = mkdtempSync(join(tmpdir(), "onair-chromium-"));
-let context;
-let exitCode = 0;
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: options.chromium,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout,
-  });
+await runCheck(options, async ({ context, page, result, startedAt }) => {
   result.browserVersion = context.browser()?.version() ?? null;
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(timeout);
-  page.on("console", (message) => result.console.push(`${message.type()}: ${message.text()}`));
-  page.on("pageerror", (error) => result.console.push(`pageerror: ${error.message}`));
-  page.on("response", (response) => {
-    if (response.status() >= 400) {
-      result.failedRequests.push(`${response.status()} ${response.url()}`);
-    }
-  });
 
   const response = await page.goto(options.url, { waitUntil: "domcontentloaded" });
   result.pageStatus = response ? response.status() : null;
@@ -135,15 +93,4 @@ try {
   await page.selectOption("#quality", "-1");
   await page.waitForFunction(() => window.onairPlayer.hls.autoLevelEnabled);
   result.afterAuto = await ui();
-} catch (error) {
-  result.error = String(error && error.stack ? error.stack : error);
-  exitCode = 1;
-} finally {
-  if (context) {
-    await context.close().catch(() => {});
-  }
-  rmSync(userDataDir, { recursive: true, force: true });
-}
-result.elapsedMs = Date.now() - startedAt;
-process.stdout.write(JSON.stringify(result) + "\n");
-process.exit(exitCode);
+});

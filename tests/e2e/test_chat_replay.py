@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import time
 import uuid
@@ -38,6 +37,7 @@ from objectstore import open_store
 from pipeline.channels import new_stream_id
 from pipeline.settings import Settings
 from schemas.codec import Codec
+from tests.e2e.hls_site import REPO, SEGMENT_CC, require_tools
 from tests.harness import Platform
 from topics.client import CheckedProducer
 from topics.specs import CHAT, VODS
@@ -48,9 +48,7 @@ logger = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 CHECK_SCRIPT = Path(__file__).with_name("chat_replay_check.mjs")
-CHROMIUM = Path("/usr/bin/chromium")
 ADMIN_TOKEN = "e2e-replay-admin"
 RENDITION = "180p30"
 SEGMENT_S = 2
@@ -76,22 +74,6 @@ CHAT_PLAN = [
 ]
 DELETED = "m12"
 SHOWN_AT = {"lead": 0.0, "away": 20.0}  # where the panel puts what has no media offset
-
-
-def require_tools() -> None:
-    missing = [
-        what
-        for what, ok in (
-            ("ffmpeg", shutil.which("ffmpeg") is not None),
-            ("node", shutil.which("node") is not None),
-            ("chromium (apt-get install chromium)", CHROMIUM.is_file()),
-            ("node_modules (npm ci)", (REPO / "node_modules" / "playwright-core").is_dir()),
-            ("hls.js (npm ci)", (REPO / "node_modules" / "hls.js").is_dir()),
-        )
-        if not ok
-    ]
-    if missing:
-        pytest.fail(f"e2e chat replay test needs: {', '.join(missing)}")
 
 
 def render_segments(out: Path) -> list[Path]:
@@ -159,7 +141,7 @@ class ReplayVod:
 
 @pytest.fixture
 def vod(tmp_path: Path, kafka_bootstrap: str) -> Iterator[ReplayVod]:
-    require_tools()
+    require_tools("chat replay")
     segments = render_segments(tmp_path / "ffmpeg")
     platform = Platform(tmp_path, ONAIR_ADMIN_TOKEN=ADMIN_TOKEN)
     try:
@@ -176,7 +158,7 @@ def vod(tmp_path: Path, kafka_bootstrap: str) -> Iterator[ReplayVod]:
                 f"streams/{stream_id}/{RENDITION}/{sequence:06d}.ts",
                 path.read_bytes(),
                 content_type="video/mp2t",
-                cache_control="public, max-age=31536000, immutable",
+                cache_control=SEGMENT_CC,
             )
         timeline = timeline_of(stream_id, channel, first_frame_ms)
         master = VodBuilder(store).write_playlists(stream_id, timeline, [])
