@@ -149,7 +149,7 @@ class Settings:
         )
         take("ONAIR_GROUP_PREFIX", "group_prefix", _group_prefix)
         take("ONAIR_AUTH_MAX_FAILURES", "auth_max_failures", lambda n, r: _int(n, r, 1, 1000))
-        take("ONAIR_AUTH_BLOCK_S", "auth_block_s", lambda n, r: _float(n, r, 0, 86400))
+        take("ONAIR_AUTH_BLOCK_S", "auth_block_s", lambda n, r: _float(n, r, 1, 86400))
         take("ONAIR_RTMP_MIN_CHUNK_SIZE", "rtmp_min_chunk_size", lambda n, r: _int(n, r, 1, 4096))
         take(
             "ONAIR_RTMP_PREPUBLISH_MAX_BYTES",

@@ -211,3 +211,11 @@ def test_ingest_lease_renewals_must_come_three_times_a_ttl(tmp_path: Path) -> No
     env = {"ONAIR_INGEST_LEASE_TTL_S": "6", "ONAIR_INGEST_LEASE_RENEW_S": "2.5"}
     with pytest.raises(ConfigError, match="ONAIR_INGEST_LEASE_RENEW_S"):
         Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path), **env})
+
+
+def test_a_zero_auth_block_is_a_config_error_not_a_crash_at_ingest_start() -> None:
+    """AuthGuard needs a positive block; Settings used to take 0 and ingest then died with a
+    ValueError at start."""
+    with pytest.raises(ConfigError, match="ONAIR_AUTH_BLOCK_S"):
+        Settings.from_env({"ONAIR_AUTH_BLOCK_S": "0"})
+    assert Settings.from_env({"ONAIR_AUTH_BLOCK_S": "1"}).auth_block_s == 1.0
