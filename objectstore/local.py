@@ -36,7 +36,8 @@ class LocalStore:
         if path.name.endswith(self._META):
             raise StoreError(f"invalid object key {key!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = f"{content_type}\n{cache_control}\n".encode()
+        # the ETag is written beside the object, so head() need not hash a large one again
+        meta = f"{content_type}\n{cache_control}\n{_etag(body)}\n".encode()
         self._atomic_write(path.with_name(path.name + self._META), meta)
         self._atomic_write(path, body)
 
@@ -61,20 +62,26 @@ class LocalStore:
             raise ObjectNotFound(key) from None
         return StoredObject(key, body, meta[0], meta[1], _etag(body))
 
+    @staticmethod
+    def _hash_file(path: Path) -> str:
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as handle:
+            while block := handle.read(1024 * 1024):
+                digest.update(block)
+        return digest.hexdigest()
+
     def head(self, key: str) -> ObjectInfo:
         """Size and metadata; the ETag is the body's MD5 (as `get` gives it, and S3 for a
-        single PUT), hashed in blocks so a large object is never held whole."""
+        single PUT), as recorded when the object was written (hashed in blocks for an object
+        written before the store recorded it)."""
         path = self._path(key)
-        digest = hashlib.md5(usedforsecurity=False)
         try:
             meta = path.with_name(path.name + self._META).read_text().split("\n")
-            with path.open("rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                while block := handle.read(1024 * 1024):
-                    digest.update(block)
+            size = path.stat().st_size
+            etag = meta[2] if len(meta) > 2 and meta[2] else self._hash_file(path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
-        return ObjectInfo(key, size, meta[0], meta[1], digest.hexdigest())
+        return ObjectInfo(key, size, meta[0], meta[1], etag)
 
     def get_range(self, key: str, first: int, last: int) -> bytes:
         """Bytes `first..last` (inclusive); StoreError when `first` is past the end."""

@@ -42,7 +42,6 @@ from topics.table import TableReader
 from workers.rebuild.output import StoreSpec
 from workers.rebuild.plan import ReplayExpired
 from workers.rebuild.replay import rebuild
-from workers.vod.builder import put_file
 
 pytestmark = pytest.mark.e2e
 
@@ -311,7 +310,7 @@ def test_large_files_go_to_s3_in_parts(s3_config: Any, tmp_path: Path) -> None:
     )
     path = tmp_path / "big.mp4"
     path.write_bytes(os.urandom(1 << 20) * 40)
-    put_file(store, "vod/x/big.mp4", path, content_type="video/mp4", cache_control="max-age=1")
+    store.put_file("vod/x/big.mp4", path, content_type="video/mp4", cache_control="max-age=1")
     try:
         found = store.get("vod/x/big.mp4")
         assert len(found.body) == 40 << 20 and found.body[: 1 << 20] == path.read_bytes()[: 1 << 20]

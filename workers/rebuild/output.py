@@ -8,7 +8,6 @@ from pathlib import Path
 
 from objectstore import open_store
 from pipeline.store import ObjectInfo, ObjectStore, StoredObject
-from workers.vod.builder import put_file
 
 
 class PrefixedStore:
@@ -24,8 +23,7 @@ class PrefixedStore:
         )
 
     def put_file(self, key: str, path: Path, *, content_type: str, cache_control: str) -> None:
-        put_file(
-            self.inner,
+        self.inner.put_file(
             self.prefix + key,
             path,
             content_type=content_type,

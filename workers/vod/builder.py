@@ -1,5 +1,5 @@
 """`VodBuilder`: writes one stream's VOD files into the store (playlists, chapters, MP4s,
-poster, thumbnails) and returns its catalog record; `put_file()` uploads a large file."""
+poster, thumbnails) and returns its catalog record."""
 
 from __future__ import annotations
 
@@ -36,18 +36,6 @@ from workers.vod.timeline import MS_90K, SegmentSet, Timeline
 logger = logging.getLogger(__name__)
 
 VOD_CACHE_CONTROL = "public, max-age=300"  # a rebuild may rewrite a VOD's files
-
-
-def put_file(
-    store: ObjectStore, key: str, path: Path, *, content_type: str, cache_control: str
-) -> None:
-    """Write a large local file (an MP4 of hours of video) to the store: through the store's
-    own `put_file()` (S3: a multipart upload with parts in parallel), else as bytes."""
-    upload = getattr(store, "put_file", None)
-    if upload is not None:
-        upload(key, path, content_type=content_type, cache_control=cache_control)
-        return
-    store.put(key, path.read_bytes(), content_type=content_type, cache_control=cache_control)
 
 
 def _ordered(
@@ -135,8 +123,7 @@ class VodBuilder:
         remuxed = time.perf_counter()
         key = vod_key(stream_id, f"{rendition}.mp4")
         size = output.stat().st_size
-        put_file(
-            self.store,
+        self.store.put_file(
             key,
             output,
             content_type=content_type_for(key),
