@@ -55,9 +55,19 @@
     return new Timeline([{ startS: 0, endS: Math.max(0, durationS), wallMs: originMs }]);
   };
 
-  // From hls.js's fragments of one level (start, duration in s; programDateTime in ms, which
-  // hls.js carries forward from the last EXT-X-PROGRAM-DATE-TIME; cc the discontinuity
-  // count). null when a fragment has no date-time.
+  // From hls.js's fragments of one level (playlistOffset or start, duration in s;
+  // programDateTime in ms, which hls.js carries forward from the last
+  // EXT-X-PROGRAM-DATE-TIME; cc the discontinuity count). null when a fragment has no
+  // date-time. The places are the playlist's (the sum of the EXTINFs before a segment, as
+  // RFC 8216 dates them and as a native player's getStartDate() + currentTime does): hls.js
+  // moves `start` and `duration` to the parsed PTS of each fragment it has loaded (after a
+  // discontinuity that can be tens of ms off the playlist), so a timeline read from them
+  // would depend on which fragments happened to be loaded when it was read.
+  function playlistStart(frag) {
+    var offset = frag.playlistOffset;
+    return typeof offset === "number" && isFinite(offset) ? offset : frag.start;
+  }
+
   Timeline.fromFragments = function (fragments) {
     var runs = [];
     var lastCc = null;
@@ -67,14 +77,17 @@
       if (typeof wall !== "number" || !isFinite(wall)) {
         return null;
       }
+      var start = playlistStart(frag);
+      var next = fragments[i + 1];
+      var end = next ? playlistStart(next) : start + frag.duration;
       var run = runs[runs.length - 1];
       var cc = frag.cc === undefined ? null : frag.cc;
       var continues = run && cc === lastCc &&
-        Math.abs(run.wallMs + (frag.start - run.startS) * 1000 - wall) <= JUMP_MS;
+        Math.abs(run.wallMs + (start - run.startS) * 1000 - wall) <= JUMP_MS;
       if (continues) {
-        run.endS = frag.start + frag.duration;
+        run.endS = end;
       } else {
-        runs.push({ startS: frag.start, endS: frag.start + frag.duration, wallMs: wall });
+        runs.push({ startS: start, endS: end, wallMs: wall });
       }
       lastCc = cc;
     }

@@ -254,6 +254,31 @@ def test_the_timeline_is_the_vod_workers_own() -> None:
         assert wall == pytest.approx(timeline.wall_at(round(media * 90_000)), abs=1), media
 
 
+def test_the_timeline_is_the_playlists_whichever_fragments_hls_js_has_parsed() -> None:
+    """hls.js moves a loaded fragment's `start` and `duration` to its parsed PTS (after a
+    discontinuity, 21 ms late here: one AAC frame of priming); `playlistOffset` keeps the
+    playlist's place. The runs are the same before, during and after loading."""
+    plan = [(2000, 0)] * 10 + [(2000, 10_000)] + [(2000, 0)] * 9
+    timeline = Timeline.build(segment_set(plan), ["360p30"])
+    listed = hls_fragments(vod_media_playlist(timeline, "360p30"))
+    for fragment in listed:
+        fragment["playlistOffset"] = fragment["start"]
+    scenarios = []
+    for parsed in (set(), {10}, {9, 10, 11}, set(range(len(listed)))):
+        fragments = [dict(f) for f in listed]
+        for n in parsed:  # the media 21 ms late, its last audio frame a little longer
+            fragments[n]["start"] += 0.021 if fragments[n]["cc"] else 0.0
+            fragments[n]["duration"] += 0.005 if n < len(listed) - 1 else 0.0
+        scenarios.append({"timeline": {"fragments": fragments}})
+    results = run_node(scenarios)
+    expected = [
+        {"startS": 0.0, "endS": 20.0, "wallMs": T0},
+        {"startS": 20.0, "endS": 40.0, "wallMs": T0 + 30_000},
+    ]
+    for result in results:
+        assert result["runs"] == [pytest.approx(run) for run in expected]
+
+
 # ---- any path: never a future message, never a hole, the backlog complete --------------------
 
 
