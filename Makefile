@@ -32,7 +32,7 @@ FUZZ_TARGETS ?=
 FUZZ_STAMP := $(VENV)/.onair-fuzz-installed
 ATHERIS := atheris>=2.3
 
-.PHONY: help venv node system services stop up lint test fuzz
+.PHONY: help venv node system services stop up lint test fuzz faults
 
 help:
 	@echo "make up        install what is missing, start Kafka + S3 and the platform"
@@ -42,6 +42,8 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make fuzz      coverage-guided fuzzing (atheris), FUZZ_SECONDS per target (default 60),"
 	@echo "               crash inputs in .cache/fuzz/crashes/; not part of make test"
+	@echo "make faults    SIGKILL every role in turn under a live stream (bench/faults.py): the"
+	@echo "               table of what was lost and the recovery times; ~10 min, not in make test"
 	@echo "make venv      .venv with the project and its dev tools"
 	@echo "make system    Debian packages the tests need (ffmpeg, Java 17+, Maven, chromium)"
 	@echo "make node      node_modules from package-lock.json (hls.js, playwright-core)"
@@ -94,6 +96,11 @@ test: venv system node
 		&& env $(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS); } || status=$$?; \
 	infra/services down --recorded $(STARTED_BY_TEST); \
 	exit $$status
+
+# Not part of `test`: the fault matrix (bench/faults.py) on the services, started if needed.
+faults: venv system
+	@infra/services up
+	env $(TEST_ENV) $(VENV)/bin/python -m bench.faults $(FAULTS_ARGS)
 
 # Not part of `test`: each target runs FUZZ_SECONDS (FUZZ_TARGETS: a subset), one after
 # another; exits non-zero on a crash (tests/fuzz/run.py). atheris ships wheels for CPython on

@@ -335,6 +335,7 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
         window_size=settings.playlist_window,
         partitions=settings.partitions,
         replication=settings.replication,
+        instance_id=instance_id("package", args.instance),
         registry=registry,
         health=health,
     )
@@ -443,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
             role.add_argument(
                 "--verbose", action="store_true", help="log every event taken or ignored"
             )
-        if name == "transcode":
+        if name in ("transcode", "package"):
             role.add_argument(
                 "--instance",
                 default="0",

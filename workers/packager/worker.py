@@ -39,6 +39,7 @@ class PackagerWorker:
     window_size: int = 6
     partitions: int = 6
     replication: int = 1
+    instance_id: str | None = None  # static group membership: a restart takes over at once
     registry: Registry = field(default_factory=Registry)
     health: Health = field(default_factory=lambda: Health("package"))
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -69,6 +70,7 @@ class PackagerWorker:
             on_wait=self.health.starting,
         )
         self.health.starting(f"joining group {self.group}")
+        static = {"group.instance.id": self.instance_id} if self.instance_id else {}
         consumer = make_consumer(
             self.bootstrap,
             self.group,
@@ -76,6 +78,7 @@ class PackagerWorker:
             on_assign=self._assigned,
             on_revoke=self._revoked,
             on_lost=self._revoked,
+            **static,
         )
         producer = CheckedProducer(self.bootstrap)
         logger.info("packager: consuming %s", SEGMENTS)
