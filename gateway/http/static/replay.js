@@ -68,6 +68,20 @@
     return typeof offset === "number" && isFinite(offset) ? offset : frag.start;
   }
 
+  // The EXTINF duration (hls.js keeps the tag in tagList; `duration` is rewritten on load).
+  function listedDuration(frag) {
+    var tags = frag.tagList || [];
+    for (var i = 0; i < tags.length; i++) {
+      if (tags[i][0] === "INF") {
+        var duration = parseFloat(tags[i][1]);
+        if (isFinite(duration)) {
+          return duration;
+        }
+      }
+    }
+    return frag.duration;
+  }
+
   Timeline.fromFragments = function (fragments) {
     var runs = [];
     var lastCc = null;
@@ -79,7 +93,7 @@
       }
       var start = playlistStart(frag);
       var next = fragments[i + 1];
-      var end = next ? playlistStart(next) : start + frag.duration;
+      var end = next ? playlistStart(next) : start + listedDuration(frag);
       var run = runs[runs.length - 1];
       var cc = frag.cc === undefined ? null : frag.cc;
       var continues = run && cc === lastCc &&

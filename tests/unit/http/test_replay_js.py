@@ -261,14 +261,15 @@ def test_the_timeline_is_the_playlists_whichever_fragments_hls_js_has_parsed() -
     plan = [(2000, 0)] * 10 + [(2000, 10_000)] + [(2000, 0)] * 9
     timeline = Timeline.build(segment_set(plan), ["360p30"])
     listed = hls_fragments(vod_media_playlist(timeline, "360p30"))
-    for fragment in listed:
+    for fragment in listed:  # what hls.js keeps of the playlist beside what it rewrites
         fragment["playlistOffset"] = fragment["start"]
+        fragment["tagList"] = [["INF", f"{fragment['duration']:.3f}"]]
     scenarios = []
     for parsed in (set(), {10}, {9, 10, 11}, set(range(len(listed)))):
         fragments = [dict(f) for f in listed]
         for n in parsed:  # the media 21 ms late, its last audio frame a little longer
             fragments[n]["start"] += 0.021 if fragments[n]["cc"] else 0.0
-            fragments[n]["duration"] += 0.005 if n < len(listed) - 1 else 0.0
+            fragments[n]["duration"] += 0.005
         scenarios.append({"timeline": {"fragments": fragments}})
     results = run_node(scenarios)
     expected = [
