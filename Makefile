@@ -43,7 +43,8 @@ help:
 	@echo "make fuzz      coverage-guided fuzzing (atheris), FUZZ_SECONDS per target (default 60),"
 	@echo "               crash inputs in .cache/fuzz/crashes/; not part of make test"
 	@echo "make faults    SIGKILL every role in turn under a live stream (bench/faults.py): the"
-	@echo "               table of what was lost and the recovery times; ~10 min, not in make test"
+	@echo "               table of what was lost and the recovery times (FAULTS_ARGS=--cluster:"
+	@echo "               on three brokers, one killed too); make test runs the same check"
 	@echo "make venv      .venv with the project and its dev tools"
 	@echo "make system    Debian packages the tests need (ffmpeg, Java 17+, Maven, chromium)"
 	@echo "make node      node_modules from package-lock.json (hls.js, playwright-core)"
@@ -97,7 +98,8 @@ test: venv system node
 	infra/services down --recorded $(STARTED_BY_TEST); \
 	exit $$status
 
-# Not part of `test`: the fault matrix (bench/faults.py) on the services, started if needed.
+# The fault matrix (bench/faults.py) with its table; make test checks the same outcome
+# (tests/e2e/test_fault_matrix.py) without printing it.
 faults: venv system
 	@infra/services up
 	env $(TEST_ENV) $(VENV)/bin/python -m bench.faults $(FAULTS_ARGS)

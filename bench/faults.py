@@ -17,14 +17,14 @@ again, and the next fault waits until the pipeline has recovered:
    again (`infra/kafka node-stop 2 --kill`, `node-start 2`);
 5. the ingest, last: the publisher's connection dies with it; the restarted ingest finds the
    lease of the dead one lapse and ends the stream (`StreamEnded`, end-of-stream marker);
-6. the VOD worker, once the stream ended, in the middle of building the VOD.
+6. the VOD worker, as soon as the stream ended: while it builds the VOD (or is about to).
 
-Recovery, per fault: from the SIGKILL until what the role makes is visible again — for a
-transcode worker, its rendition's playlist (served by the origin) lists a segment newer than
-any listed anywhere at the kill; for the packager, every rendition's playlist does; for the
-origin, it answers that playlist again (for a broker, every playlist lists a segment newer
-than the newest at the kill); for the ingest, the `StreamEnded` of the stream it
-carried; for the VOD worker, the stream's VOD record. The same measure is taken once before any
+Recovery, per fault: from the SIGKILL until what the role makes is visible again. For a
+transcode worker: its rendition's playlist (served by the origin) lists a segment newer than
+any rendition listed just after the kill (asked of the origin then). For the packager, the
+origin (once healthy again) and a broker (watched while it is down): every rendition's
+playlist does. For the ingest: the `StreamEnded` of the stream it carried. For the VOD worker:
+the stream's VOD record. The same measure is taken once before any
 fault (the "none" row) as the reference. A viewer polls every playlist through the origin all
 along; any answer other than 200 while the origin itself is up is counted against the fault
 that was running.
@@ -39,6 +39,7 @@ errors; exits 1 if anything was lost.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -89,6 +90,7 @@ class Viewer:
     channel: str
     newest: dict[str, int] = field(default_factory=dict)  # rendition → newest sequence listed
     errors: int = 0
+    last_error: str = ""
     origin_down: bool = False
     stopped: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,21 +98,37 @@ class Viewer:
     def run(self) -> None:
         while not self.stopped.wait(0.5):
             for rendition in RENDITIONS:
-                path = f"/live/{self.channel}/{rendition}/index.m3u8"
                 try:
-                    text = self.platform.get(path, timeout_s=5).decode()
-                except OSError as exc:
+                    newest = self.fetch(rendition)
+                except Exception as exc:  # refused, reset, cut short, a 5xx, a bad playlist
                     status = getattr(exc, "code", None)
                     if status == 404 and rendition not in self.newest:
                         continue  # not started yet
                     with self.lock:
                         if not self.origin_down:
                             self.errors += 1
+                            self.last_error = f"{rendition}: {type(exc).__name__}: {exc}"
                     continue
-                segments = parse_media_playlist(text)["segments"]
-                if segments:
+                if newest is not None:
                     with self.lock:
-                        self.newest[rendition] = max(sequence_of(s["uri"]) for s in segments)
+                        self.newest[rendition] = newest
+
+    def fetch(self, rendition: str) -> int | None:
+        """The newest sequence `rendition`'s playlist lists now (None: none yet)."""
+        path = f"/live/{self.channel}/{rendition}/index.m3u8"
+        segments = parse_media_playlist(self.platform.get(path, timeout_s=5).decode())["segments"]
+        return max((sequence_of(s["uri"]) for s in segments), default=None)
+
+    def now(self, renditions: list[str]) -> dict[str, int]:
+        """The newest sequence of each rendition, asked of the origin now (not the last poll);
+        the last poll's for a rendition the origin cannot answer for."""
+        found = self.snapshot()
+        for rendition in renditions:
+            with contextlib.suppress(Exception):
+                newest = self.fetch(rendition)
+                if newest is not None:
+                    found[rendition] = newest
+        return found
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -133,7 +151,6 @@ class Matrix:
         self.vods = TableReader(bootstrap, VODS, "Vod")
         self.viewer = Viewer(self.platform, self.channel)
         self.faults: list[Fault] = []
-        self.at_kill: dict[str, int] = {}
 
     # ---- roles -------------------------------------------------------------------------------
 
@@ -151,9 +168,11 @@ class Matrix:
             return f"transcode.{name.removeprefix('transcode-')}"
         return {"package": "packager", "vod": "vod"}.get(name)
 
-    def kill_and_restart(self, fault: Fault) -> None:
+    def kill_and_restart(self, fault: Fault) -> int:
+        """SIGKILL, restart, wait for the group; → the newest sequence listed at the kill."""
         self.platform.kill(fault.name)
         fault.started = time.monotonic()
+        at_kill = max(self.viewer.now(RENDITIONS).values(), default=-1)
         self.start_role(fault.name)
         group = self.group_of(fault.name)
         try:
@@ -161,12 +180,13 @@ class Matrix:
                 self.platform.wait_ready(group, timeout_s=RECOVERY_LIMIT_S)
         except TimeoutError as exc:
             fault.note = f"hung: {exc}"
+        return at_kill
 
     # ---- recovery ----------------------------------------------------------------------------
 
-    def wait_newer(self, fault: Fault, renditions: list[str]) -> None:
-        """Until each of `renditions` lists a segment newer than the newest at the kill."""
-        at_kill = max(self.at_kill.values(), default=-1)
+    def wait_newer(self, fault: Fault, renditions: list[str], at_kill: int) -> None:
+        """Until each of `renditions` lists a segment newer than `at_kill` (the newest any
+        rendition listed just after the kill)."""
         deadline = fault.started + RECOVERY_LIMIT_S
         while time.monotonic() < deadline:
             newest = self.viewer.snapshot()
@@ -177,33 +197,48 @@ class Matrix:
         fault.note = fault.note or f"no new segment within {RECOVERY_LIMIT_S:.0f} s"
 
     def run_fault(self, name: str, role: str, renditions: list[str]) -> Fault:
+        """Kill `name`, restart it, wait until `renditions` list a newer segment, then let the
+        pipeline settle; the viewer's errors from the kill to the next fault are this one's."""
         fault = Fault(name, role)
         self.faults.append(fault)
         errors_before = self.viewer.errors
-        self.at_kill = self.viewer.snapshot()
-        if name != "none":
-            fault.first_sequence = max(self.at_kill.values(), default=-1) + 1
+        before = self.viewer.now(RENDITIONS)
+        # the GOPs from the oldest rendition's next one on are this fault's (a lagging rung's too)
+        fault.first_sequence = 0 if name == "none" else min(before.values(), default=-1) + 1
+        restart: threading.Thread | None = None
+        at_kill = max(before.values(), default=-1)
         if name == "none":
             fault.started = time.monotonic()
         elif name == "broker":
-            infra_kafka("node-stop", BROKER, "--kill")
             fault.started = time.monotonic()
-            time.sleep(BROKER_DOWN_S)
-            infra_kafka("node-start", BROKER)
-        elif name == "http":
+            infra_kafka("node-stop", BROKER, "--kill")  # returns once the others dropped it
+            at_kill = max(self.viewer.now(RENDITIONS).values(), default=-1)
+            restart = threading.Thread(target=self.restart_broker, args=(fault.started,))
+            restart.start()  # the stream is watched while the broker is down
+        elif name == "http":  # at_kill: the last the viewers saw
             self.viewer.origin_down = True
             self.platform.kill("http")
             fault.started = time.monotonic()
+            at_kill = max(self.viewer.snapshot().values(), default=-1)
             self.start_role("http")
-            wait_port(self.platform.http_port, timeout_s=RECOVERY_LIMIT_S)
+            try:  # down until it says it is healthy; every error after that counts
+                self.platform.wait_healthy("http", timeout_s=RECOVERY_LIMIT_S)
+            except (TimeoutError, AssertionError) as exc:
+                fault.note = f"origin not healthy: {exc}"
             self.viewer.origin_down = False
         else:
-            self.kill_and_restart(fault)
-        self.wait_newer(fault, renditions)
-        fault.viewer_errors = self.viewer.errors - errors_before
+            at_kill = self.kill_and_restart(fault)
+        self.wait_newer(fault, renditions, at_kill)
         print(f"  {name:<18} recovered in {fmt(fault.recovered_s)} {fault.note}", flush=True)
+        if restart is not None:
+            restart.join()
         time.sleep(self.settle_s)
+        fault.viewer_errors = self.viewer.errors - errors_before
         return fault
+
+    def restart_broker(self, killed_at: float) -> None:
+        time.sleep(max(0.0, killed_at + BROKER_DOWN_S - time.monotonic()))
+        infra_kafka("node-start", BROKER)
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -244,7 +279,7 @@ class Matrix:
         ingest = Fault("ingest", "ingest")
         self.faults.append(ingest)
         errors_before = self.viewer.errors
-        ingest.first_sequence = max(self.viewer.snapshot().values(), default=-1) + 1
+        ingest.first_sequence = min(self.viewer.now(RENDITIONS).values(), default=-1) + 1
         platform.kill("ingest")
         ingest.started = time.monotonic()
         self.start_role("ingest")
@@ -263,10 +298,10 @@ class Matrix:
         ingest.viewer_errors = self.viewer.errors - errors_before
         print(f"  {'ingest':<18} ended in {fmt(ingest.recovered_s)}", flush=True)
 
-        # the VOD worker, while it builds this stream's VOD
+        # the VOD worker, at once: it is building this stream's VOD (or about to)
         vod = Fault("vod", "VOD", first_sequence=1 << 62)  # no GOP: the VOD is its outcome
         self.faults.append(vod)
-        time.sleep(1.0)
+        errors_before = self.viewer.errors
         if stream_id in self.vods.snapshot():
             vod.note = "the VOD was built before the kill"
         self.kill_and_restart(vod)
@@ -276,6 +311,7 @@ class Matrix:
             vod.note = "no VOD"
         print(f"  {'vod':<18} VOD in {fmt(vod.recovered_s)} {vod.note}", flush=True)
         self.viewer.stopped.set()
+        vod.viewer_errors = self.viewer.errors - errors_before
         end = self.streams.get(self.channel) or {}
         return {"stream_id": stream_id, "ended": end, "vod": self.vods.get(stream_id) or {}}
 
@@ -343,18 +379,37 @@ def fmt(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds:.1f} s"
 
 
+def problems(matrix: Matrix, report: dict[str, Any]) -> list[str]:
+    """What went wrong, one line each; empty when nothing was lost, nothing hung and no viewer
+    saw an error while the origin itself was up."""
+    found = []
+    renditions = report["renditions"]
+    if report["last_sequence"] < 0:
+        found.append("the stream never ended (no StreamEnded with a last_sequence)")
+    for rendition, r in renditions.items():
+        for what in ("missing", "twice", "unexpected", "undecodable"):
+            if r[what]:
+                found.append(f"{rendition}: {what} sequences {r[what]}")
+        if not r["ended"]:
+            found.append(f"{rendition}: the playlist never ended")
+    if not report["vod"]["complete"]:
+        found.append(f"VOD incomplete: {report['vod']}")
+    for fault in matrix.faults:
+        if fault.recovered_s is None or fault.note.startswith("hung"):
+            found.append(f"{fault.name}: did not recover ({fault.note})")
+        if fault.viewer_errors:
+            found.append(
+                f"{fault.name}: {fault.viewer_errors} playlist requests failed "
+                f"(the last: {matrix.viewer.last_error})"
+            )
+    return found
+
+
 def print_table(matrix: Matrix, report: dict[str, Any]) -> bool:
     renditions = report["renditions"]
     lost = sorted({s for r in renditions.values() for s in r["missing"] + r["undecodable"]})
     twice = sorted({s for r in renditions.values() for s in r["twice"]})
-    ok = (
-        report["last_sequence"] >= 0
-        and not lost
-        and not twice
-        and all(r["ended"] and not r["unexpected"] for r in renditions.values())
-        and report["vod"]["complete"]
-        and all(f.recovered_s is not None and not f.note.startswith("hung") for f in matrix.faults)
-    )
+    wrong = problems(matrix, report)
     print()
     print(f"machine: {describe()}")
     print(
@@ -410,8 +465,10 @@ def print_table(matrix: Matrix, report: dict[str, Any]) -> bool:
         f"VOD: status={vod['status']} renditions={vod['renditions']} "
         f"duration={vod['duration_s']:.1f} s complete={vod['complete']}"
     )
-    print("RESULT:", "nothing lost" if ok else "LOSS OR HANG (see above)")
-    return ok
+    for line in wrong:
+        print("PROBLEM:", line)
+    print("RESULT:", "nothing lost" if not wrong else "LOSS, HANG OR VIEWER ERRORS (see above)")
+    return not wrong
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,19 +488,21 @@ def main(argv: list[str] | None = None) -> int:
         if subprocess.run([str(ROOT / "infra" / "kafka"), "cluster-status"]).returncode != 0:
             infra_kafka("cluster-start", "--fresh")
             started_cluster = True
-    with tempfile.TemporaryDirectory(prefix="onair-faults-") as tmp:
-        matrix = Matrix(Path(tmp), bootstrap, args.settle_s, args.cluster)
-        try:
-            outcome = matrix.run(args.packager_kills)
-            report = matrix.check(outcome)
-        finally:
-            matrix.stop()
-            if started_cluster:
-                infra_kafka("cluster-stop")
-        ok = print_table(matrix, report)
-        if not ok:
-            for name in ("ingest", "package", "vod", "http"):
-                print(f"--- {name}\n{matrix.platform.log_tail(name, 15)}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="onair-faults-") as tmp:
+            matrix = Matrix(Path(tmp), bootstrap, args.settle_s, args.cluster)
+            try:
+                outcome = matrix.run(args.packager_kills)
+                report = matrix.check(outcome)
+            finally:
+                matrix.stop()
+            ok = print_table(matrix, report)
+            if not ok:
+                for name in ("ingest", "package", "vod", "http"):
+                    print(f"--- {name}\n{matrix.platform.log_tail(name, 15)}")
+    finally:
+        if started_cluster:
+            infra_kafka("cluster-stop")
     return 0 if ok else 1
 
 

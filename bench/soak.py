@@ -157,8 +157,8 @@ async def soak(platform: Platform, key: str, channel: str, args: argparse.Namesp
     minute = (loop.time() - start) / 60
     rss = {r: rss_mb(platform.procs[r].pid) for r in ROLES}
     samples.append((minute, rss, await asyncio.to_thread(group_lags, bootstrap, groups)))
-    replies = await asyncio.gather(*(asyncio.wait_for(a, 30) for a in acks))
-    acked = sum(1 for r in replies if r["type"] == "ack")
+    replies = await asyncio.gather(*(asyncio.wait_for(a, 30) for a in acks), return_exceptions=True)
+    acked = sum(1 for r in replies if isinstance(r, dict) and r["type"] == "ack")
     for _ in range(200):
         if totals.delivered >= acked * len(clients):
             break
@@ -167,12 +167,13 @@ async def soak(platform: Platform, key: str, channel: str, args: argparse.Namesp
         client.close()
     publisher.kill()
     alive = {r: platform.procs[r].poll() is None for r in ROLES}
-    return report(samples, alive, acked, len(clients), totals, playlist_errors)
+    return report(samples, alive, sent, acked, len(clients), totals, playlist_errors)
 
 
 def report(
     samples: list[tuple[float, dict[str, float], dict[str, int]]],
     alive: dict[str, bool],
+    sent: int,
     acked: int,
     viewers: int,
     totals: Totals,
@@ -205,11 +206,13 @@ def report(
     lost = expected - totals.delivered
     print()
     print(
-        f"chat: {acked} messages acked, {totals.delivered}/{expected} deliveries "
+        f"chat: {sent} sent, {acked} acked (the rest refused or unanswered), "
+        f"{totals.delivered}/{expected} deliveries "
         f"({lost} lost, {totals.duplicates} duplicates, {totals.closed} viewers closed); "
         f"playlist misses after the first 30 s: {playlist_errors}"
     )
-    ok = flat and lost == 0 and totals.duplicates == 0 and playlist_errors == 0
+    chat_ok = sent > 0 and acked == sent and lost == 0 and totals.duplicates == 0
+    ok = flat and chat_ok and playlist_errors == 0
     print(f"RESULT: {'flat' if ok else 'NOT FLAT or lossy'} (goal: ≤ +5 % after minute 5)")
     return 0 if ok else 1
 
