@@ -53,22 +53,34 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import describe
-from tests.harness import Platform, parse_media_playlist, wait_port
+from tests.harness import Platform, parse_media_playlist, segment_sequence, wait_port
 from tests.mediafixtures import probe_frames
-from topics.specs import STREAMS, VODS
+from topics.specs import GOPS, SEGMENTS, STREAMS, VODS
 from topics.table import TableReader
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_BOOTSTRAP = "localhost:19092,localhost:19093,localhost:19094"
 BROKER = "2"  # the node killed with --cluster
 BROKER_DOWN_S = 10.0
+# the transcode workers a 720p30 source uses → the rendition each makes
 WORKERS = {"720p60": "720p30", "480p30": "480p30", "360p30": "360p30", "160p30": "160p30"}
 RENDITIONS = list(WORKERS.values())
+ROLES = ("ingest", "package", "vod", "http", *(f"transcode-{w}" for w in WORKERS))
+# role → its consumer group (under the harness's prefix) and the topic it consumes
+ROLE_GROUPS = {
+    "package": ("packager", SEGMENTS),
+    "vod": ("vod", STREAMS),
+    **{f"transcode-{w}": (f"transcode.{w}", GOPS) for w in WORKERS},
+}
 RECOVERY_LIMIT_S = 120.0
 
 
-def sequence_of(uri: str) -> int:
-    return int(uri.rsplit("/", 1)[-1].split(".", 1)[0])
+def start_role(platform: Platform, name: str) -> None:
+    """Start one of ROLES (`transcode-<rung>` is `onair transcode --rendition <rung>`)."""
+    if name.startswith("transcode-"):
+        platform.start(name, "transcode", "--rendition", name.removeprefix("transcode-"))
+    else:
+        platform.start(name, name)
 
 
 @dataclass
@@ -117,7 +129,7 @@ class Viewer:
         """The newest sequence `rendition`'s playlist lists now (None: none yet)."""
         path = f"/live/{self.channel}/{rendition}/index.m3u8"
         segments = parse_media_playlist(self.platform.get(path, timeout_s=5).decode())["segments"]
-        return max((sequence_of(s["uri"]) for s in segments), default=None)
+        return max((segment_sequence(s["uri"]) for s in segments), default=None)
 
     def now(self, renditions: list[str]) -> dict[str, int]:
         """The newest sequence of each rendition, asked of the origin now (not the last poll);
@@ -154,29 +166,15 @@ class Matrix:
 
     # ---- roles -------------------------------------------------------------------------------
 
-    def start_role(self, name: str) -> None:
-        platform = self.platform
-        if name.startswith("transcode-"):
-            platform.start(name, "transcode", "--rendition", name.removeprefix("transcode-"))
-        elif name == "package":
-            platform.start(name, "package")
-        else:
-            platform.start(name, name)
-
-    def group_of(self, name: str) -> str | None:
-        if name.startswith("transcode-"):
-            return f"transcode.{name.removeprefix('transcode-')}"
-        return {"package": "packager", "vod": "vod"}.get(name)
-
     def kill_and_restart(self, fault: Fault) -> int:
         """SIGKILL, restart, wait for the group; → the newest sequence listed at the kill."""
         self.platform.kill(fault.name)
         fault.started = time.monotonic()
         at_kill = max(self.viewer.now(RENDITIONS).values(), default=-1)
-        self.start_role(fault.name)
-        group = self.group_of(fault.name)
+        start_role(self.platform, fault.name)
         try:
-            if group:
+            if fault.name in ROLE_GROUPS:
+                group = ROLE_GROUPS[fault.name][0]
                 self.platform.wait_ready(group, timeout_s=RECOVERY_LIMIT_S)
         except TimeoutError as exc:
             fault.note = f"hung: {exc}"
@@ -220,7 +218,7 @@ class Matrix:
             self.platform.kill("http")
             fault.started = time.monotonic()
             at_kill = max(self.viewer.snapshot().values(), default=-1)
-            self.start_role("http")
+            start_role(self.platform, "http")
             try:  # down until it says it is healthy; every error after that counts
                 self.platform.wait_healthy("http", timeout_s=RECOVERY_LIMIT_S)
             except (TimeoutError, AssertionError) as exc:
@@ -244,14 +242,13 @@ class Matrix:
 
     def run(self, packager_kills: int) -> dict[str, Any]:
         platform = self.platform
-        names = ["ingest", "package", "vod", "http", *(f"transcode-{w}" for w in WORKERS)]
-        for name in names:
-            self.start_role(name)
+        for name in ROLES:
+            start_role(platform, name)
         self.streams.start()
         self.vods.start()
         wait_port(platform.rtmp_port)
         wait_port(platform.http_port)
-        platform.wait_ready("packager", "vod", *(f"transcode.{w}" for w in WORKERS))
+        platform.wait_ready(*(group for group, _topic in ROLE_GROUPS.values()))
         threading.Thread(target=self.viewer.run, daemon=True).start()
 
         publisher = platform.publish(self.key, 3600)
@@ -282,7 +279,7 @@ class Matrix:
         ingest.first_sequence = min(self.viewer.now(RENDITIONS).values(), default=-1) + 1
         platform.kill("ingest")
         ingest.started = time.monotonic()
-        self.start_role("ingest")
+        start_role(platform, "ingest")
         try:
             publisher.wait(30)  # its connection died with the ingest
         except subprocess.TimeoutExpired:
@@ -331,7 +328,7 @@ class Matrix:
             time.sleep(1)
         for rendition, text in texts.items():
             info = parse_media_playlist(text)
-            listed = [sequence_of(s["uri"]) for s in info["segments"]]
+            listed = [segment_sequence(s["uri"]) for s in info["segments"]]
             undecodable = []
             for segment in info["segments"]:
                 path = self.work / "viewer" / rendition / segment["uri"].rsplit("/", 1)[-1]
@@ -341,9 +338,9 @@ class Matrix:
                         self.platform.get(f"/live/{self.channel}/{rendition}/{segment['uri']}")
                     )
                     if not probe_frames(path):
-                        undecodable.append(sequence_of(segment["uri"]))
+                        undecodable.append(segment_sequence(segment["uri"]))
                 except Exception:  # a segment that cannot be read is lost
-                    undecodable.append(sequence_of(segment["uri"]))
+                    undecodable.append(segment_sequence(segment["uri"]))
             report["renditions"][rendition] = {
                 "ended": info["ended"],
                 "missing": sorted(set(expected) - set(listed)),

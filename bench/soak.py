@@ -30,22 +30,13 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
-
 from bench.chat import Totals, WsClient, open_client
+from bench.faults import ROLE_GROUPS, ROLES, start_role
 from bench.machine import describe
 from pipeline.tokens import issue_token
 from tests.harness import Platform, parse_media_playlist, wait_port
-from topics.client import make_consumer
+from topics.admin import group_lag
 
-WORKERS = ("720p60", "480p30", "360p30", "160p30")
-ROLES = ("ingest", "package", "vod", "http", *(f"transcode-{w}" for w in WORKERS))
-GROUPS = {
-    "package": "packager",
-    "vod": "vod",
-    **{f"transcode-{w}": f"transcode.{w}" for w in WORKERS},
-}
 SENDER_RATE_PER_S = 0.5
 FLAT_AFTER_MIN = 5
 GOAL_GROWTH = 0.05
@@ -62,27 +53,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def group_lags(bootstrap: str, groups: dict[str, str]) -> dict[str, int]:
-    """role → sum over the group's committed partitions of (log end - committed)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    consumer = make_consumer(bootstrap, None)
-    lags: dict[str, int] = {}
-    try:
-        for role, group in groups.items():
-            future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-            committed = future.result(timeout=10).topic_partitions or []
-            lag = 0
-            for tp in committed:
-                if tp.offset < 0:
-                    continue
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=10
-                )
-                lag += max(0, high - tp.offset)
-            lags[role] = lag
-    finally:
-        consumer.close()
-    return lags
+def group_lags(bootstrap: str, groups: dict[str, tuple[str, str]]) -> dict[str, int]:
+    """role → its group's lag summed over the partitions (as `onair status` shows it)."""
+    return {
+        role: sum(p.lag for p in group_lag(bootstrap, group, topic))
+        for role, (group, topic) in groups.items()
+    }
 
 
 def slope_per_min(points: list[tuple[float, float]]) -> float:
@@ -96,7 +72,10 @@ def slope_per_min(points: list[tuple[float, float]]) -> float:
 
 async def soak(platform: Platform, key: str, channel: str, args: argparse.Namespace) -> int:
     bootstrap = platform.env.get("ONAIR_KAFKA_BOOTSTRAP", "localhost:9092")
-    groups = {role: f"{platform.group_prefix}.{group}" for role, group in GROUPS.items()}
+    groups = {
+        role: (f"{platform.group_prefix}.{group}", topic)
+        for role, (group, topic) in ROLE_GROUPS.items()
+    }
     seconds = args.minutes * 60
     planned = int(args.rate * seconds) + 10
     totals = Totals(planned)
@@ -231,13 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             channel = f"soak_{uuid.uuid4().hex[:8]}"
             key = platform.create_channel(channel)["stream_key"]
             for role in ROLES:
-                if role.startswith("transcode-"):
-                    platform.start(role, "transcode", "--rendition", role.split("-", 1)[1])
-                else:
-                    platform.start(role, role)
+                start_role(platform, role)
             wait_port(platform.rtmp_port)
             wait_port(platform.http_port)
-            platform.wait_ready(*GROUPS.values())
+            platform.wait_ready(*(group for group, _topic in ROLE_GROUPS.values()))
             return asyncio.run(soak(platform, key, channel, args))
         finally:
             platform.stop()

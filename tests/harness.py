@@ -326,6 +326,11 @@ def parse_media_playlist(text: str) -> dict[str, Any]:
     return info
 
 
+def segment_sequence(uri: str) -> int:
+    """The sequence number of a live segment from its playlist URI (`<stream>/000042.ts`)."""
+    return int(uri.rsplit("/", 1)[-1].split(".", 1)[0])
+
+
 def parse_master_playlist(text: str) -> list[dict[str, str]]:
     variants = []
     lines = text.splitlines()
