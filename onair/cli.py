@@ -311,6 +311,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
         group=settings.group(f"transcode.{rung.name}"),
         instance_id=instance_id(f"transcode-{rung.name}", args.instance),
         health=health,
+        part_target_ms=settings.part_target_ms,
     )
     stop_on_signals(worker.stop_event.set)
     worker.run()

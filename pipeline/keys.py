@@ -3,6 +3,10 @@ through these functions: transcode (segments), packager (live playlists), VOD (V
 rebuild (the same layout under its own prefix) and the HLS origin (URL → key).
 
     streams/<stream_id>/<rendition>/<NNNNNN>.ts   a segment (immutable; live and VOD share it)
+    streams/<stream_id>/<rendition>/<NNNNNN>.m4s  the same segment as CMAF (low-latency HLS):
+                                                  its parts' fragments back to back
+    streams/<stream_id>/<rendition>/<NNNNNN>.<P>.m4s  part P of that segment (a CMAF chunk)
+    streams/<stream_id>/<rendition>/init-<digest>.mp4 the CMAF init segment its parts need
     live/<channel>/master.m3u8                    the live master playlist
     live/<channel>/<rendition>/index.m3u8         a live media playlist; it lists segments as
                                                   <stream_id>/<NNNNNN>.ts (see live_segment_uri)
@@ -24,6 +28,17 @@ def segment_name(sequence: int | str) -> str:
 
 def segment_key(stream_id: str, rendition: str, sequence: int | str) -> str:
     return f"streams/{stream_id}/{rendition}/{segment_name(sequence)}"
+
+
+def cmaf_segment_name(sequence: int | str, part: int | str | None = None) -> str:
+    """`000042.m4s` (the whole segment) or `000042.3.m4s` (its part 3)."""
+    digits = f"{sequence:06d}" if isinstance(sequence, int) else sequence
+    return f"{digits}.m4s" if part is None else f"{digits}.{part}.m4s"
+
+
+def cmaf_key(stream_id: str, rendition: str, name: str) -> str:
+    """A CMAF object of a rendition: `cmaf_segment_name(...)` or an init's `init-….mp4`."""
+    return f"streams/{stream_id}/{rendition}/{name}"
 
 
 def live_master_key(channel: str) -> str:

@@ -10,6 +10,7 @@ GOP_MAX_BYTES = 16 * 1024 * 1024
 
 GOPS = "onair.ingest.gops"
 SEGMENTS = "onair.segments"
+PARTS = "onair.parts"
 STREAMS = "onair.streams"
 CHAT = "onair.chat"
 MODERATION = "onair.moderation"
@@ -101,6 +102,13 @@ def all_topics(
             partitions,
             {"retention.ms": str(7 * DAY_MS)},
             "SegmentReady: a rendition's segment is durable in the store",
+        ),
+        TopicSpec(
+            PARTS,
+            "stream_id",
+            partitions,
+            {"retention.ms": str(DAY_MS)},
+            "PartReady: a CMAF part is durable; HLS origins wake blocked playlist requests",
         ),
         TopicSpec(
             STREAMS,

@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import MediaError
-from pipeline.keys import segment_key
+from pipeline.keys import cmaf_key, cmaf_segment_name, segment_key
 from pipeline.ladder import Ladder, Rendition
 from pipeline.metrics import Registry
 from pipeline.store import ObjectStore
 from schemas.records import gop_from_record
 from workers.transcode.encoder import EncodedSegment, GopEncoding, GopTranscoder
+from workers.transcode.parts import CmafPart
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_CACHE_CONTROL = "public, max-age=31536000, immutable"
+CMAF_TYPE = "video/iso.segment"
 
 
 @dataclass
@@ -42,9 +45,14 @@ class RungTranscoder:
     # (zerolatency sliced threads add no delay); the smaller rungs fill the other core
     threads: int | None = None
     registry: Registry = field(default_factory=Registry)
+    # > 0: every segment is also written as CMAF, cut in parts of at most this long, and
+    # each part's PartReady record goes to `on_part` once the part is durable (LL-HLS)
+    part_target_90k: int = 0
+    on_part: Callable[[dict[str, Any]], None] = field(default=lambda record: None)
 
     def __post_init__(self) -> None:
         self._open: dict[str, _OpenGop] = {}  # GOPs arriving in parts, by stream
+        self._inits: set[str] = set()  # init segments written by this transcoder
         threads = self.threads or (2 if self.rung.height >= 720 else 1)
         self._transcoder = GopTranscoder(self.rung, preset=self.preset, threads=threads)
         m, rung, by_rung = self.registry, self.rung.name, ("rendition",)
@@ -85,13 +93,18 @@ class RungTranscoder:
             return None
         if record["end_of_stream"]:
             self._open.pop(record["stream_id"], None)
+            if self.part_target_90k:
+                self.on_part({**_part_base(base), "end_of_stream": True})
             return {**base, **_EMPTY, "end_of_stream": True, "program_date_time_ms": 0}
         if record["part_index"] > 0 or not record["last_part"]:
             return self._part(record, base, position)
         gop = gop_from_record(record)
         started = time.perf_counter()
         try:
-            segment = self._transcoder.transcode(gop)
+            encoding = self._transcoder.begin(gop, self.part_target_90k)
+            encoding.feed(gop.units)
+            parts = encoding.ready_parts()
+            segment = encoding.finish(gop.duration_90k)
         except MediaError as exc:
             self.bad.inc()
             logger.warning(
@@ -103,6 +116,10 @@ class RungTranscoder:
             )
             return None
         self.encode_seconds.observe(time.perf_counter() - started)
+        if self.part_target_90k:
+            whole = _OpenGop(gop.sequence, encoding, 0, 0, gop.start_pts_90k)
+            whole.pdt_ms = record["ingest_time_ms"] - gop.duration_90k // 90
+            self._put_parts(base, whole, [*parts, *encoding.last_parts], final=True)
         return self._written(base, gop.start_pts_90k, gop.duration_90k, segment)
 
     def open_streams(self) -> list[str]:
@@ -145,7 +162,11 @@ class RungTranscoder:
         try:
             if index == 0:
                 self._open[stream_id] = _OpenGop(
-                    sequence, self._transcoder.begin(head), *position, record["start_pts_90k"]
+                    sequence,
+                    self._transcoder.begin(head, self.part_target_90k),
+                    *position,
+                    record["start_pts_90k"],
+                    pdt_ms=record["ingest_time_ms"] - _span_90k(head.units) // 90,
                 )
             current = self._open.get(stream_id)
             if current is None or (current.sequence, current.next_part) != (sequence, index):
@@ -155,6 +176,8 @@ class RungTranscoder:
             current.encoding.feed(head.units)
             current.next_part += 1
             current.seconds += time.perf_counter() - started
+            if self.part_target_90k:
+                self._put_parts(base, current, current.encoding.ready_parts(), final=False)
             if not record["last_part"]:
                 return None
             started = time.perf_counter()
@@ -176,9 +199,63 @@ class RungTranscoder:
         self, stream_id: str, current: _OpenGop, base: dict[str, Any], duration_90k: int
     ) -> dict[str, Any]:
         assert current.finished is not None
+        if self.part_target_90k:  # again on a retry: the same objects, a repeated record
+            self._put_parts(base, current, current.encoding.last_parts, final=True)
         event = self._written(base, current.start_pts_90k, duration_90k, current.finished)
         del self._open[stream_id]  # stored: the GOP no longer holds back the commit
         return event
+
+    def _put_parts(
+        self, base: dict[str, Any], gop: _OpenGop, parts: list[CmafPart], *, final: bool
+    ) -> None:
+        """Store each CMAF part (and, with the GOP's last, the whole CMAF segment), then hand
+        its PartReady record to `on_part`: a part is never announced before it is durable."""
+        cutter = gop.encoding.cutter
+        if cutter is None or cutter.init is None:
+            return
+        stream_id, rendition, sequence = base["stream_id"], base["rendition"], base["sequence"]
+        init_key = cmaf_key(stream_id, rendition, cutter.init.name)
+        if init_key not in self._inits:
+            self.store.put(
+                init_key, cutter.init.data, content_type="video/mp4",
+                cache_control=SEGMENT_CACHE_CONTROL,
+            )  # fmt: skip
+            self._inits.add(init_key)
+        for n, part in enumerate(parts):
+            key = cmaf_key(stream_id, rendition, cmaf_segment_name(sequence, part.index))
+            self.store.put(
+                key, part.data, content_type=CMAF_TYPE, cache_control=SEGMENT_CACHE_CONTROL
+            )
+            if part.index not in {p.index for p in gop.parts}:
+                gop.parts.append(part)
+            record = {
+                **_part_base(base),
+                "part": part.index,
+                "key": key,
+                "init_key": init_key,
+                "start_pts_90k": part.start_90k,
+                "duration_90k": part.duration_90k,
+                "independent": part.independent,
+                "program_date_time_ms": gop.pdt_ms,
+                "width": cutter.size[0],
+                "height": cutter.size[1],
+                "fps": gop.encoding.run.fps,
+                "codecs": cutter.init.codecs,
+            }
+            if final and n == len(parts) - 1:
+                whole = b"".join(p.data for p in sorted(gop.parts, key=lambda p: p.index))
+                segment = cmaf_key(stream_id, rendition, cmaf_segment_name(sequence))
+                self.store.put(
+                    segment, whole, content_type=CMAF_TYPE, cache_control=SEGMENT_CACHE_CONTROL
+                )
+                duration_90k = sum(p.duration_90k for p in gop.parts)
+                record |= {
+                    "last": True,
+                    "segment_key": segment,
+                    "segment_duration_90k": duration_90k,
+                    "bitrate_bps": len(whole) * 8 * 90_000 // max(1, duration_90k),
+                }
+            self.on_part(record)
 
     def _written(
         self, base: dict[str, Any], start_pts_90k: int, duration_90k: int, segment: EncodedSegment
@@ -241,6 +318,41 @@ class _OpenGop:
     seconds: float = 0.0
     opened_at: float = field(default_factory=time.monotonic)
     finished: EncodedSegment | None = None  # encoded, not yet stored
+    pdt_ms: int = 0  # wall-clock time ingest took the GOP's first frame
+    parts: list[CmafPart] = field(default_factory=list)  # CMAF parts stored so far
+
+
+def _span_90k(units: Any) -> int:
+    """How much media time a part's units span (first to last dts)."""
+    times = [u.dts_90k for u in units]
+    return max(times) - min(times) if times else 0
+
+
+def _part_base(base: dict[str, Any]) -> dict[str, Any]:
+    """A PartReady record's fields that come from the chunk, the rest at their defaults."""
+    keep = ("stream_id", "channel", "rendition", "sequence", "ingest_time_ms", "renditions",
+            "discontinuity")  # fmt: skip
+    return {**_PART_DEFAULTS, **{k: base[k] for k in keep}}
+
+
+_PART_DEFAULTS: dict[str, Any] = {
+    "part": 0,
+    "key": "",
+    "init_key": "",
+    "start_pts_90k": 0,
+    "duration_90k": 0,
+    "independent": False,
+    "program_date_time_ms": 0,
+    "last": False,
+    "segment_key": "",
+    "segment_duration_90k": 0,
+    "bitrate_bps": 0,
+    "width": 0,
+    "height": 0,
+    "fps": 0.0,
+    "codecs": "",
+    "end_of_stream": False,
+}
 
 
 _EMPTY = {

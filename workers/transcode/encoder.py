@@ -45,11 +45,13 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 from av.video.reformatter import Interpolation, VideoReformatter
 
+from pipeline import cmaf
 from pipeline.errors import MediaError
 from pipeline.gop import Gop
 from pipeline.ladder import Rendition
 from pipeline.media import CodecConfig, MediaUnit, Track
 from pipeline.timebase import CLOCK_90K, TIME_BASE_90K
+from workers.transcode.parts import CmafPart, PartCutter
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +92,12 @@ class GopTranscoder:
         encoding.feed(gop.units)
         return encoding.finish(gop.duration_90k)
 
-    def begin(self, gop: Gop) -> GopEncoding:
+    def begin(self, gop: Gop, part_target_90k: int = 0) -> GopEncoding:
         """Start a GOP whose units arrive in parts: `feed()` each part as it comes (its video
         is decoded, scaled and encoded at once), `finish()` when the GOP is complete. `gop`
-        gives the stream, sequence, codec config and start; its units may be empty."""
-        return GopEncoding(self, gop)
+        gives the stream, sequence, codec config and start; its units may be empty. With a
+        `part_target_90k`, `ready_parts()` cuts the output into CMAF parts as it is encoded."""
+        return GopEncoding(self, gop, part_target_90k)
 
     def _decoder_for(self, avcc: bytes) -> VideoCodecContext:
         """Lend the kept decoder when it fits (a GOP in progress holds it alone: GOPs of two
@@ -143,7 +146,7 @@ class GopTranscoder:
 class GopEncoding:
     """One GOP being encoded: units in (in parts or all at once), one segment out."""
 
-    def __init__(self, owner: GopTranscoder, gop: Gop) -> None:
+    def __init__(self, owner: GopTranscoder, gop: Gop, part_target_90k: int = 0) -> None:
         self.owner = owner
         self.gop = gop
         self.run = _GopRun(owner, gop)
@@ -152,6 +155,27 @@ class GopEncoding:
         self.video_units = 0
         self.failed = 0
         self.first_error = ""
+        self.part_target_90k = part_target_90k  # > 0: CMAF parts are cut as frames come
+        self.cutter: PartCutter | None = None
+        self.last_parts: list[CmafPart] = []  # the parts `finish()` completed
+
+    def ready_parts(self) -> list[CmafPart]:
+        """The CMAF parts completed by what was fed so far (none without a part target)."""
+        cutter = self._cutter()
+        return [] if cutter is None else cutter.cut(self.run.packets, self.audio)
+
+    def _cutter(self) -> PartCutter | None:
+        if self.cutter is None and self.part_target_90k > 0 and self.run.encoder is not None:
+            width, height = self.run.size
+            self.cutter = PartCutter(
+                sequence=self.gop.sequence,
+                part_target_90k=self.part_target_90k,
+                frame_90k=round(CLOCK_90K / self.run.fps),
+                width=width,
+                height=height,
+                asc=self.gop.config.aac_config,
+            )
+        return self.cutter
 
     def feed(self, units: Iterable[MediaUnit]) -> None:
         """Decode, scale and encode the part's video now; keep its audio for the mux. If this
@@ -189,6 +213,11 @@ class GopEncoding:
                 self.video_units, self.first_error,
             )  # fmt: skip
         self.run.gop = replace(gop, duration_90k=max(1, duration_90k))
+        self.run.drain()
+        cutter = self._cutter()
+        if cutter is not None:
+            end_90k = gop.start_pts_90k + max(1, duration_90k)
+            self.last_parts = cutter.cut(self.run.packets, self.audio, end_90k=end_90k)
         return self.run.finish(self.audio)
 
 
@@ -240,16 +269,23 @@ class _GopRun:
         except av.error.FFmpegError as exc:
             raise MediaError(f"GOP {self.gop.sequence}: x264 refused a frame: {exc}") from exc
 
+    def drain(self) -> None:
+        """Take the encoder's last packets (the GOP is complete)."""
+        assert self.encoder is not None
+        try:
+            self.packets.extend(self.encoder.encode(None))
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"GOP {self.gop.sequence}: encoding failed: {exc}") from exc
+
     def finish(self, audio: list[MediaUnit]) -> EncodedSegment:
         assert self.encoder is not None
         gop = self.gop
+        first = bytes(self.packets[0]) if self.packets else b""
         try:
-            self.packets.extend(self.encoder.encode(None))
             data = self._mux(audio)
         except av.error.FFmpegError as exc:
             raise MediaError(f"GOP {gop.sequence}: encoding or muxing failed: {exc}") from exc
         width, height = self.size
-        first = bytes(self.packets[0]) if self.packets else b""
         return EncodedSegment(
             data=data,
             duration_90k=gop.duration_90k,
@@ -349,9 +385,4 @@ def find_nal(annexb: bytes, nal_type: int) -> bytes | None:
 
 def audio_object_type(asc: bytes) -> int:
     """MPEG-4 audio object type from an AudioSpecificConfig (2 = AAC-LC, 5 = SBR)."""
-    if not asc:
-        raise MediaError("empty AudioSpecificConfig")
-    aot = asc[0] >> 3
-    if aot == 31 and len(asc) >= 2:
-        aot = 32 + (((asc[0] & 0x07) << 3) | (asc[1] >> 5))
-    return aot
+    return cmaf.audio_object_type(asc)

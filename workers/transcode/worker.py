@@ -1,8 +1,9 @@
 """The transcode worker: one consumer group per rendition over `onair.ingest.gops`.
 
 For each GOP chunk: the core (core.py) decodes + scales + encodes it into one MPEG-TS segment
-and writes the segment object under its deterministic name; this loop produces `SegmentReady`,
-and only then commits the chunk's offset. A chunk that fails every attempt for another reason
+and CMAF parts as they are encoded, and writes each object under its deterministic name; this
+loop produces a `PartReady` (onair.parts) for every part as soon as it is stored and a
+`SegmentReady` for the segment, and only then commits the chunk's offset. A chunk that fails every attempt for another reason
 than Kafka or the store goes to `onair.deadletter` and is passed (`topics.deadletter`). A
 worker killed at any moment leaves either an uncommitted chunk (its successor redoes it: same
 object name, same sequence — the packager ignores the repeat) or a committed one whose
@@ -32,7 +33,7 @@ from topics.client import (
 )
 from topics.deadletter import DeadLetters
 from topics.ready import wait_for_topics
-from topics.specs import GOPS, SEGMENTS
+from topics.specs import GOPS, PARTS, SEGMENTS
 from workers.transcode.core import RungTranscoder
 
 logger = logging.getLogger(__name__)
@@ -64,10 +65,12 @@ class TranscodeWorker:
     instance_id: str | None = None  # static group membership: a restart takes over at once
     stop_event: threading.Event = field(default_factory=threading.Event)
     health: Health = field(default_factory=lambda: Health("transcode"))
+    part_target_ms: int = 500  # CMAF parts for low-latency HLS; 0: MPEG-TS segments only
 
     def __post_init__(self) -> None:
         self._codec = Codec()
         self._committed: dict[int, int] = {}
+        self._producer: CheckedProducer | None = None
         self.core = RungTranscoder(
             self.rung,
             self.ladder,
@@ -75,6 +78,8 @@ class TranscodeWorker:
             preset=self.preset,
             threads=self.threads,
             registry=self.registry,
+            part_target_90k=self.part_target_ms * 90,
+            on_part=self._announce_part,
         )
         self.bad = self.core.bad  # unreadable records counted with undecodable GOPs
         self.dead_letters = DeadLetters(
@@ -100,7 +105,7 @@ class TranscodeWorker:
             on_revoke=self._revoked,
             **config,
         )
-        producer = CheckedProducer(self.bootstrap)
+        producer = self._producer = CheckedProducer(self.bootstrap)
         logger.info("transcode %s: consuming %s", self.rung.name, self.topic)
         try:
             consume(consumer, self.stop_event, lambda msg: self.handle(msg, consumer, producer))
@@ -124,9 +129,19 @@ class TranscodeWorker:
             if event is not None:
                 value = self._codec.encode("SegmentReady", event)
                 producer.send(SEGMENTS, record["stream_id"], value)
+            else:
+                producer.flush()  # the chunk's PartReady records, before its commit
             self._commit(consumer, msg)
 
         self.dead_letters.handle(msg, producer, work, lambda: self._commit(consumer, msg))
+
+    def _announce_part(self, record: dict[str, Any]) -> None:
+        """A CMAF part is durable: its PartReady goes out now (not at the chunk's end), so
+        origins wake the viewers waiting for it. Delivery is checked by the next flush,
+        before any commit that passes it; a failure crashes the worker as usual."""
+        if self._producer is not None:
+            value = self._codec.encode("PartReady", record)
+            self._producer.produce(PARTS, record["stream_id"], value)
 
     def _commit(self, consumer: Consumer, msg: Message) -> None:
         """Commit past `msg`, but never past the first part of a GOP still being received

@@ -1,0 +1,131 @@
+"""The transcode core's CMAF output (low-latency HLS): parts cut as the encoder produces them,
+each durable before its PartReady record, the whole segment equal to its parts back to back,
+and every object decodable by ffprobe with the init segment in front."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from objectstore.local import LocalStore
+from pipeline.gop import Gop
+from pipeline.ladder import DEFAULT_LADDER, Ladder
+from schemas.codec import Codec
+from schemas.records import gop_to_record
+from tests.mediafixtures import cached_flv, gops_from_flv
+from workers.transcode.core import RungTranscoder
+
+LADDER = Ladder.parse(DEFAULT_LADDER)
+PART_TARGET_90K = 45_000  # 0.5 s
+
+
+@pytest.fixture(scope="module")
+def gops(tmp_path_factory: pytest.TempPathFactory) -> list[Gop]:
+    media = tmp_path_factory.mktemp("cmaf")
+    return gops_from_flv(cached_flv(media, 4.0, size="640x360"), "cmaf")
+
+
+def _chunks(gop: Gop, size: int) -> list[dict[str, Any]]:
+    chunks = [gop.units[i : i + size] for i in range(0, len(gop.units), size)]
+    return [
+        gop_to_record(
+            replace(gop, units=units, duration_90k=gop.duration_90k if last else 0),
+            channel="c",
+            ingest_time_ms=1_000_000 + 100 * index,
+            part_index=index,
+            last_part=last,
+        )
+        for index, units in enumerate(chunks)
+        for last in [index == len(chunks) - 1]
+    ]
+
+
+def _transcoder(store: LocalStore, parts: list[dict[str, Any]]) -> RungTranscoder:
+    def on_part(record: dict[str, Any]) -> None:
+        for key in (record["key"], record["init_key"], record["segment_key"]):
+            assert not key or store.exists(key), f"{key} announced before it was stored"
+        Codec().encode("PartReady", record)  # the record fits its schema
+        parts.append(record)
+
+    return RungTranscoder(
+        LADDER.get("360p30"), LADDER, store, part_target_90k=PART_TARGET_90K, on_part=on_part
+    )
+
+
+def _probe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-count_frames", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def test_parts_are_stored_announced_and_decode(gops: list[Gop], tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    parts: list[dict[str, Any]] = []
+    transcoder = _transcoder(store, parts)
+    chunks = _chunks(gops[0], 8)
+    announced_before_last = []
+    for n, chunk in enumerate(chunks):
+        transcoder.process(chunk, position=(0, n))
+        if not chunk["last_part"]:
+            announced_before_last.append(len(parts))
+    assert announced_before_last[-1] >= 2, "parts must go out while the GOP still arrives"
+    assert [p["part"] for p in parts] == list(range(len(parts)))
+    assert parts[0]["independent"] and not any(p["independent"] for p in parts[1:])
+    assert [p["last"] for p in parts] == [False] * (len(parts) - 1) + [True]
+    for p in parts[:-1]:
+        assert 0.85 * PART_TARGET_90K <= p["duration_90k"] <= PART_TARGET_90K
+    assert parts[-1]["duration_90k"] <= PART_TARGET_90K
+    total = sum(p["duration_90k"] for p in parts)
+    assert total == parts[-1]["segment_duration_90k"]
+    assert abs(total - gops[0].duration_90k) <= 3_000
+    assert parts[0]["program_date_time_ms"] < 1_000_000
+    assert parts[0]["codecs"].startswith("avc1.") and ",mp4a.40.2" in parts[0]["codecs"]
+
+    init = store.get(parts[0]["init_key"]).body
+    whole = store.get(parts[-1]["segment_key"]).body
+    assert whole == b"".join(store.get(p["key"]).body for p in parts)
+    (tmp_path / "whole.mp4").write_bytes(init + whole)
+    streams = {s["codec_type"]: s for s in _probe(tmp_path / "whole.mp4")["streams"]}
+    assert streams["video"]["codec_name"] == "h264" and streams["video"]["height"] == 360
+    assert int(streams["video"]["nb_read_frames"]) == 60  # 2 s at 30 fps
+    assert streams["audio"]["codec_name"] == "aac"
+    (tmp_path / "part.mp4").write_bytes(init + store.get(parts[0]["key"]).body)
+    first = {s["codec_type"]: s for s in _probe(tmp_path / "part.mp4")["streams"]}
+    # 15 frames of 1/30 s, or 14 when the source's millisecond timestamps put 15 past 0.5 s
+    assert int(first["video"]["nb_read_frames"]) == round(parts[0]["duration_90k"] / 3000)
+    assert int(first["video"]["nb_read_frames"]) in (14, 15)
+
+
+def test_a_whole_gop_gives_the_same_parts_as_its_chunks(gops: list[Gop], tmp_path: Path) -> None:
+    whole_parts: list[dict[str, Any]] = []
+    store = LocalStore(tmp_path / "whole")
+    _transcoder(store, whole_parts).process(gop_to_record(gops[1], channel="c", ingest_time_ms=1))
+    chunked: list[dict[str, Any]] = []
+    other = LocalStore(tmp_path / "chunked")
+    transcoder = _transcoder(other, chunked)
+    for n, chunk in enumerate(_chunks(gops[1], 5)):
+        transcoder.process(chunk, position=(0, n))
+    strip = ("program_date_time_ms", "ingest_time_ms")
+    assert [{k: v for k, v in p.items() if k not in strip} for p in whole_parts] == [
+        {k: v for k, v in p.items() if k not in strip} for p in chunked
+    ]
+    assert store.get(whole_parts[-1]["segment_key"]).body == other.get(
+        chunked[-1]["segment_key"]
+    ).body
+
+
+def test_the_end_of_a_stream_is_announced_on_parts(gops: list[Gop], tmp_path: Path) -> None:
+    parts: list[dict[str, Any]] = []
+    transcoder = _transcoder(LocalStore(tmp_path / "s"), parts)
+    record = gop_to_record(gops[0], channel="c", ingest_time_ms=1)
+    transcoder.process(record)
+    marker = {**record, "end_of_stream": True, "sequence": gops[0].sequence + 1}
+    transcoder.process(marker)
+    assert parts[-1]["end_of_stream"] and parts[-1]["sequence"] == gops[0].sequence + 1
