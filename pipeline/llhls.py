@@ -1,4 +1,4 @@
-"""Low-latency HLS playlists (draft-pantos-hls-rfc8216bis §4.4.3.7–4.4.5, Apple's LL-HLS
+"""Low-latency HLS playlists (draft-pantos-hls-rfc8216bis §4.4.3.7 to 4.4.5, Apple's LL-HLS
 authoring spec): the live state of one rendition built from its PartReady records, and the
 pure render of its media playlist, its delta update and the stream's master playlist.
 

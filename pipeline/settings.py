@@ -74,6 +74,9 @@ class Settings:
     gop_part_ms: int = 500  # ingest sends each GOP in parts this long; workers encode early
     # low-latency HLS: CMAF parts of at most this long (EXT-X-PART-INF:PART-TARGET); 0 = off
     part_target_ms: int = 500
+    # the GOP length publishers are asked for (keyframe interval): EXT-X-TARGETDURATION
+    segment_target_s: int = 2
+    ll_playlist_window: int = 15  # segments an LL playlist lists (delta updates skip most)
     admin_token: str = ""
     token_secret: str = ""
     metrics_port: int = 0  # workers' /metrics; 0 = a free port is not opened
@@ -129,6 +132,8 @@ class Settings:
         take("ONAIR_REPLICATION", "replication", lambda n, r: _int(n, r, 1, 7))
         take("ONAIR_REPLAY_RETENTION_HOURS", "replay_retention_hours", _hours)
         take("ONAIR_GOP_PART_MS", "gop_part_ms", lambda n, r: _int(n, r, 0, 10_000))
+        take("ONAIR_SEGMENT_TARGET_S", "segment_target_s", lambda n, r: _int(n, r, 1, 20))
+        take("ONAIR_LL_PLAYLIST_WINDOW", "ll_playlist_window", lambda n, r: _int(n, r, 6, 1000))
         take("ONAIR_PART_TARGET_MS", "part_target_ms", lambda n, r: _int(n, r, 0, 5_000))
         take("ONAIR_RECONNECT_GRACE_S", "reconnect_grace_s", lambda n, r: _float(n, r, 0, 600))
         take("ONAIR_INGEST_LEASE_TTL_S", "ingest_lease_ttl_s", lambda n, r: _float(n, r, 2, 600))

@@ -55,7 +55,7 @@ def check_ll_media(text: str, *, others: Iterable[str] = (), ended: bool = False
         if whole and round(segment.duration) > target:
             problems.append(f"{name}: EXTINF {segment.duration} rounds above the target {target}")
         parts = list(segment.parts)
-        if parts and not parts[0].independent == "YES":
+        if parts and parts[0].independent != "YES":
             problems.append(f"{name}: its first part (an IDR) is not INDEPENDENT=YES")
         for i, part in enumerate(parts):
             if part.duration > part_target + TOLERANCE_S:

@@ -42,7 +42,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.http.mw_metrics import MetricsMiddleware
 from gateway.http.player import PlayerPages, VodLookup
 from gateway.origin.cache import CacheConfig, ObjectCache
-from gateway.origin.hls import HlsOrigin
+from gateway.origin.hls import HlsOrigin, PartWaiter
 from pipeline import metrics
 from pipeline.errors import (
     AuthError,
@@ -74,11 +74,12 @@ def create_app(
     player_scripts: Sequence[str] = (),
     health: Health | None = None,
     vod_lookup: VodLookup | None = None,
+    part_waiter: PartWaiter | None = None,
     debug: bool = False,
 ) -> Starlette:
     registry = registry if registry is not None else Registry()
     cache = ObjectCache(store, cache_config, registry=registry)
-    origin = HlsOrigin(cache)
+    origin = HlsOrigin(cache, part_waiter)
     pages = PlayerPages(extra_scripts=player_scripts, vod_lookup=vod_lookup)
 
     async def render_metrics(request: Request) -> Response:

@@ -18,9 +18,11 @@ from gateway.api.channels import ChannelApi
 from gateway.api.vods import VodApi
 from gateway.chat.service import ChatConfig, ChatService
 from gateway.http.app import create_app
+from gateway.origin.lowlatency import LowLatencyOrigin
 from objectstore import open_store
 from pipeline.chat import ChatLimits
 from pipeline.health import Health
+from pipeline.llhls import LlConfig
 from pipeline.metrics import Registry
 from pipeline.settings import Settings
 from schemas.codec import Codec
@@ -72,8 +74,18 @@ def build_app(
         ),
     )
     vods = VodApi(settings.kafka_bootstrap, base_url=base_url, registry=registry)
-    for table in (channels.table, streams, vods.table):
-        health.watch(table.follower.name, table.follower.probe)
+    low_latency = LowLatencyOrigin(
+        settings.kafka_bootstrap,
+        config=LlConfig(
+            part_target_s=settings.part_target_ms / 1000,
+            target_duration_s=settings.segment_target_s,
+        ),
+        window=settings.ll_playlist_window,
+        registry=registry,
+    )
+    for follower in (channels.table.follower, streams.follower, vods.table.follower,
+                     low_latency.follower):  # fmt: skip
+        health.watch(follower.name, follower.probe)
     api = ChannelApi(
         channels,
         streams,
@@ -104,10 +116,11 @@ def build_app(
 
     return create_app(
         store,
-        extra_routes=[*chat.routes(), *vods.routes, *api.routes],
-        lifespan_hooks=[directories, chat.lifespan, vods.lifespan, serving],
+        extra_routes=[*chat.routes(), *vods.routes, *api.routes, *low_latency.routes],
+        lifespan_hooks=[directories, chat.lifespan, vods.lifespan, low_latency.lifespan, serving],
         player_scripts=["/static/chat.js"],
         registry=registry,
         health=health,
         vod_lookup=vods.table.get,
+        part_waiter=low_latency.wait_for_part,
     )

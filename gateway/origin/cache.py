@@ -237,6 +237,13 @@ class ObjectCache:
         if entry is not None:
             self._bytes -= _size(key, entry)
 
+    def forget_missing(self, key: str) -> None:
+        """Drop a remembered "not found" for `key`: the caller knows it exists now (an
+        event said so), so the next `get` reads the store instead of repeating the 404."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.obj is None:
+            self._drop(key)
+
     def clear(self) -> None:
         self._entries.clear()
         self._bytes = 0

@@ -3,6 +3,9 @@
     /live/<channel>/master.m3u8                      → live/<channel>/master.m3u8
     /live/<channel>/<rendition>/index.m3u8           → live/<channel>/<rendition>/index.m3u8
     /live/<channel>/<rendition>/<stream_id>/<seq>.ts → streams/<stream_id>/<rendition>/<seq>.ts
+    /live/<channel>/<rendition>/<stream_id>/<cmaf>   → streams/<stream_id>/<rendition>/<cmaf>
+        (<cmaf>: <seq>.m4s, <seq>.<part>.m4s or init-<digest>.mp4; a part not stored yet is
+        waited for while it is the next one a live playlist hints: lowlatency.py)
     /vod/<stream_id>/master.m3u8                     → vod/<stream_id>/master.m3u8
     /vod/<stream_id>/<rendition>/index.m3u8          → vod/<stream_id>/<rendition>/index.m3u8
     /vod/<stream_id>/<rendition>/<seq>.ts            → streams/<stream_id>/<rendition>/<seq>.ts
@@ -39,6 +42,7 @@ CHANNEL = re.compile(r"[a-z0-9_]{1,32}")
 STREAM_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]{1,80}")
 RENDITION = re.compile(r"[0-9]{2,4}p[0-9]{2,3}")
 SEQ = re.compile(r"[0-9]{1,12}")
+CMAF_NAME = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,3})?\.m4s|init-[0-9a-f]{16}\.mp4")
 VOD_FILE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,79}\.(?:mp4|jpg|vtt|json)")
 
 CORS_HEADERS = {
@@ -56,6 +60,7 @@ DEFAULT_CACHE_CONTROL = "no-cache"
 LARGE_READ_BYTES = 1024 * 1024  # one ranged store read while streaming a large object
 
 KeyRule = Callable[[Mapping[str, str]], str | None]
+PartWaiter = Callable[[str], Awaitable[bool]]
 
 
 def _valid(pattern: re.Pattern[str], value: str | None) -> bool:
@@ -82,6 +87,17 @@ def live_segment_key(p: Mapping[str, str]) -> str | None:
         and _valid(SEQ, p.get("seq"))
     ):
         return keys.segment_key(p["stream_id"], p["rendition"], p["seq"])
+    return None
+
+
+def live_cmaf_key(p: Mapping[str, str]) -> str | None:
+    if (
+        _valid(CHANNEL, p.get("channel"))
+        and _valid(RENDITION, p.get("rendition"))
+        and _valid(STREAM_ID, p.get("stream_id"))
+        and _valid(CMAF_NAME, p.get("name"))
+    ):
+        return keys.cmaf_key(p["stream_id"], p["rendition"], p["name"])
     return None
 
 
@@ -157,12 +173,14 @@ class OriginRoute:
     path: str
     key_for: KeyRule
     ranges: bool = False
+    waits: bool = False  # a missing object may be a hinted part: ask the part waiter
 
 
 ORIGIN_ROUTES: tuple[OriginRoute, ...] = (
     OriginRoute("/live/{channel}/master.m3u8", live_master_key),
     OriginRoute("/live/{channel}/{rendition}/index.m3u8", live_media_key),
     OriginRoute("/live/{channel}/{rendition}/{stream_id}/{seq}.ts", live_segment_key),
+    OriginRoute("/live/{channel}/{rendition}/{stream_id}/{name}", live_cmaf_key, waits=True),
     OriginRoute("/vod/{stream_id}/master.m3u8", vod_master_key),
     OriginRoute("/vod/{stream_id}/{rendition}/index.m3u8", vod_media_key),
     OriginRoute("/vod/{stream_id}/{rendition}/{seq}.ts", vod_segment_key),
@@ -178,8 +196,9 @@ def _not_found() -> Response:
 class HlsOrigin:
     """The origin's routes, reading through one `ObjectCache`."""
 
-    def __init__(self, cache: ObjectCache) -> None:
+    def __init__(self, cache: ObjectCache, part_waiter: PartWaiter | None = None) -> None:
         self.cache = cache
+        self.part_waiter = part_waiter
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -208,10 +227,29 @@ class HlsOrigin:
                     return self.respond(request, found, ranges=True)
                 obj = await self.cache.get(key)
             except ObjectNotFound:
-                return _not_found()
+                if not spec.waits or self.part_waiter is None:
+                    return _not_found()
+                waited = await self._waited(key)
+                if waited is None:
+                    return _not_found()
+                obj = waited
             return self.respond(request, obj, ranges=spec.ranges)
 
         return endpoint
+
+    async def _waited(self, key: str) -> StoredObject | None:
+        """A preload-hinted part requested before it exists: the answer once its event
+        says it is durable (one store read for every viewer waiting), else None."""
+        assert self.part_waiter is not None
+        if not await self.part_waiter(key):
+            return None
+        for _ in range(2):  # a read that began before the part was written may say 404
+            self.cache.forget_missing(key)
+            try:
+                return await self.cache.get(key)
+            except ObjectNotFound:
+                await asyncio.sleep(0.05)
+        return None
 
     @staticmethod
     def key_for(request: Request, rule: KeyRule) -> str | None:

@@ -135,9 +135,7 @@ def test_the_master_lists_every_rendition_with_its_codecs() -> None:
     feed(low, (1, 3))
     feed(high, (1, 3))
     high.peak_bps = 3_000_000
-    text = render_master(
-        [LlVariant("360p30/ll.m3u8", low), LlVariant("720p30/ll.m3u8", high)]
-    )
+    text = render_master([LlVariant("360p30/ll.m3u8", low), LlVariant("720p30/ll.m3u8", high)])
     master = m3u8.loads(text)
     assert [p.uri for p in master.playlists] == ["720p30/ll.m3u8", "360p30/ll.m3u8"]
     assert master.playlists[1].stream_info.codecs == "avc1.64001e,mp4a.40.2"

@@ -116,9 +116,9 @@ def test_a_whole_gop_gives_the_same_parts_as_its_chunks(gops: list[Gop], tmp_pat
     assert [{k: v for k, v in p.items() if k not in strip} for p in whole_parts] == [
         {k: v for k, v in p.items() if k not in strip} for p in chunked
     ]
-    assert store.get(whole_parts[-1]["segment_key"]).body == other.get(
-        chunked[-1]["segment_key"]
-    ).body
+    assert (
+        store.get(whole_parts[-1]["segment_key"]).body == other.get(chunked[-1]["segment_key"]).body
+    )
 
 
 def test_the_end_of_a_stream_is_announced_on_parts(gops: list[Gop], tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 `PartCutter` reads the encoder's packets and the GOP's audio as they accumulate and hands out
 `CmafPart`s of at most `part_target_90k` of video each (a part closes on the frame that would
 take it past the target, so every part but the GOP's last is within one frame of the target:
-the 85 %–100 % rule of draft-pantos-hls-rfc8216bis §4.4.4.9). Audio frames go with the part
+the 85 % to 100 % rule of draft-pantos-hls-rfc8216bis §4.4.4.9). Audio frames go with the part
 whose video span holds their dts; the last part takes the rest. Part 0 opens on the IDR
 (INDEPENDENT=YES). The init segment is built from the first packet's SPS/PPS.
 

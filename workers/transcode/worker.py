@@ -3,11 +3,12 @@
 For each GOP chunk: the core (core.py) decodes + scales + encodes it into one MPEG-TS segment
 and CMAF parts as they are encoded, and writes each object under its deterministic name; this
 loop produces a `PartReady` (onair.parts) for every part as soon as it is stored and a
-`SegmentReady` for the segment, and only then commits the chunk's offset. A chunk that fails every attempt for another reason
-than Kafka or the store goes to `onair.deadletter` and is passed (`topics.deadletter`). A
-worker killed at any moment leaves either an uncommitted chunk (its successor redoes it: same
-object name, same sequence — the packager ignores the repeat) or a committed one whose
-outputs are durable. Nothing is lost and no playlist lists a segment twice.
+`SegmentReady` for the segment, and only then commits the chunk's offset. A chunk that fails
+every attempt for another reason than Kafka or the store goes to `onair.deadletter` and is
+passed (`topics.deadletter`). A worker killed at any moment leaves either an uncommitted chunk
+(its successor redoes it: same object name, same sequence — the packager ignores the repeat) or
+a committed one whose outputs are durable. Nothing is lost and no playlist lists a segment
+twice.
 """
 
 from __future__ import annotations

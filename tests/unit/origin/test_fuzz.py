@@ -41,6 +41,8 @@ LAYOUT = re.compile(
             r"live/[a-z0-9_]{1,32}/master\.m3u8",
             rf"live/[a-z0-9_]{{1,32}}/{_RENDITION}/index\.m3u8",
             rf"streams/{_SID}/{_RENDITION}/[0-9]{{1,12}}\.ts",
+            rf"streams/{_SID}/{_RENDITION}/[0-9]{{1,12}}(?:\.[0-9]{{1,3}})?\.m4s",
+            rf"streams/{_SID}/{_RENDITION}/init-[0-9a-f]{{16}}\.mp4",
             rf"vod/{_SID}/master\.m3u8",
             rf"vod/{_SID}/{_RENDITION}/index\.m3u8",
             rf"vod/{_SID}/[A-Za-z0-9_\-][A-Za-z0-9_.\-]{{0,79}}\.(?:mp4|jpg|vtt|json)",
@@ -107,6 +109,9 @@ VALID = {
     "rendition": st.from_regex(r"[0-9]{2,4}p[0-9]{2,3}", fullmatch=True),
     "stream_id": st.from_regex(r"[A-Za-z0-9_.\-]{1,80}", fullmatch=True),
     "seq": st.from_regex(r"[0-9]{1,12}", fullmatch=True),
+    "name": st.from_regex(
+        r"[0-9]{1,12}(\.[0-9]{1,3})?\.m4s|init-[0-9a-f]{16}\.mp4", fullmatch=True
+    ),
     "file": st.from_regex(r"[A-Za-z0-9_.\-]{1,20}\.(mp4|jpg|vtt|json|meta)", fullmatch=True),
 }
 

@@ -1,0 +1,379 @@
+"""The low-latency HLS origin: playlists rendered from memory, woken by Kafka.
+
+    /live/<channel>/ll.m3u8                 the LL master playlist (fMP4 renditions)
+    /live/<channel>/<rendition>/ll.m3u8     an LL media playlist; `_HLS_msn`, `_HLS_part`
+                                            block until that part is listed, `_HLS_skip=YES|v2`
+                                            answers a delta update
+    parts, segments and inits are objects (hls.py): /live/<channel>/<rendition>/<stream_id>/…
+
+Every origin follows `onair.parts` itself (a follower with no group, from a few minutes back),
+so it learns that a part exists from the event the transcode worker produced once the part
+was durable — never by polling the store — and any number of origins behind a load balancer
+wake together. A waiting request is a coroutine parked on an `asyncio.Future` of its playlist
+(no thread, no store read); when the follower lists a part, every future of the playlists it
+changed is resolved on the event loop and the waiters re-check their condition. Renders are
+cached per (playlist, stream version, skip, gzip), so N viewers blocked on one playlist are
+answered from one render.
+
+Answers (draft-pantos-hls-rfc8216bis §6.2.5.2): `_HLS_part` without `_HLS_msn`, values that
+are not small integers, or an msn more than two segments past the newest listed → 400; a wait
+longer than three target durations → 503; a blocking answer is cacheable for six target
+durations (its URL names exactly what it holds), a plain one for a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Message
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.origin.hls import CHANNEL, CORS_HEADERS, PREFLIGHT_HEADERS, RENDITION
+from pipeline.errors import CodecError
+from pipeline.llhls import LlConfig, LlRendition, LlVariant, render_master, render_media
+from pipeline.metrics import Registry
+from schemas.codec import Codec
+from topics.follower import Follower
+from topics.reader import Start
+from topics.specs import PARTS
+
+logger = logging.getLogger(__name__)
+
+M3U8 = "application/vnd.apple.mpegurl"
+LOOKBACK_S = 300  # an origin starting reads this much of onair.parts back
+MSN_AHEAD_LIMIT = 2  # an msn further than this past the newest listed is a 400
+_SMALL_INT = re.compile(r"[0-9]{1,9}")
+PART_NAME = re.compile(r"([0-9]{1,12})\.([0-9]{1,3})\.m4s")
+
+
+@dataclass
+class LiveStream:
+    """The channel's current stream as the origin knows it: one `LlRendition` per rung."""
+
+    stream_id: str
+    started_ms: int
+    window: int
+    names: list[str] = field(default_factory=list)  # every rendition it gets
+    renditions: dict[str, LlRendition] = field(default_factory=dict)
+    version: int = 0  # any rendition changed: rendition reports change too
+
+    def rendition(self, name: str) -> LlRendition:
+        found = self.renditions.get(name)
+        if found is None:
+            found = self.renditions[name] = LlRendition(name, self.window)
+        return found
+
+    def ready(self) -> bool:
+        """Every rendition has a complete segment (the master never names an empty one)."""
+        names = self.names or list(self.renditions)
+        return bool(names) and all(
+            n in self.renditions and self.renditions[n].segments for n in names
+        )
+
+
+class LowLatencyOrigin:
+    """The LL playlists of every live channel, followed from `onair.parts`."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        config: LlConfig,
+        window: int = 30,
+        registry: Registry | None = None,
+        lookback_s: float = LOOKBACK_S,
+    ) -> None:
+        self.config = config
+        self.window = window
+        self.streams: dict[str, LiveStream] = {}  # by channel
+        self._lock = threading.Lock()
+        self._codec = Codec()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._renders: dict[tuple[Any, ...], bytes] = {}
+        registry = registry or Registry()
+        self._lookback_ms = int(lookback_s * 1000)
+        self.follower = Follower(
+            "ll-parts",
+            bootstrap,
+            PARTS,
+            self._on_batch,
+            start=Start.at_time(int(time.time() * 1000) - self._lookback_ms),
+            registry=registry,
+            poll_s=0.05,
+        )
+        self.renders = registry.counter(
+            "onair_ll_playlist_renders_total", "LL-HLS playlists rendered (cached per version)."
+        )
+        self.blocked = registry.gauge(
+            "onair_ll_blocked_requests", "LL-HLS playlist requests waiting for a part."
+        )
+        self.answers = registry.counter(
+            "onair_ll_playlist_requests_total",
+            "LL-HLS playlist requests by outcome (plain, blocked, skip, bad, timeout).",
+            ("outcome",),
+        )
+        self.bad_events = registry.counter(
+            "onair_ll_bad_events_total", "onair.parts records that could not be read."
+        )
+
+    # --- following onair.parts (the follower's thread) ----------------------------------
+
+    def _on_batch(self, messages: list[Message]) -> None:
+        changed: set[tuple[str, str]] = set()
+        with self._lock:
+            for message in messages:
+                try:
+                    record = self._codec.expect("PartReady", message.value())
+                except CodecError as exc:
+                    self.bad_events.inc()
+                    logger.warning("ll origin: skipped a record of %s: %s", PARTS, exc)
+                    continue
+                changed |= self.apply(record)
+        loop = self._loop
+        if changed and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake, changed)
+
+    def apply(self, record: Mapping[str, Any]) -> set[tuple[str, str]]:
+        """Fold one PartReady in (the caller holds the lock): the playlists it changed."""
+        channel, stream_id = record["channel"], record["stream_id"]
+        stream = self.streams.get(channel)
+        if stream is None or stream.stream_id != stream_id:
+            if stream is not None and record["ingest_time_ms"] < stream.started_ms:
+                return set()  # a late record of the channel's previous stream
+            if record["end_of_stream"]:
+                return set()
+            stream = self.streams[channel] = LiveStream(
+                stream_id, record["ingest_time_ms"], self.window
+            )
+        if record["renditions"]:
+            stream.names = list(record["renditions"])
+        if not stream.rendition(record["rendition"]).add(record):
+            return set()
+        stream.version += 1
+        # a rendition report changed in every sibling playlist: wake them all
+        return {(channel, name) for name in stream.renditions}
+
+    def _wake(self, changed: set[tuple[str, str]]) -> None:
+        for key in changed:
+            future = self._waiters.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    async def _changed(self, key: tuple[str, str], timeout_s: float) -> None:
+        """Wait until the playlist `key` changes (or the timeout passes)."""
+        future = self._waiters.get(key)
+        if future is None or future.done():
+            future = self._waiters[key] = asyncio.get_running_loop().create_future()
+        await asyncio.wait_for(asyncio.shield(future), timeout_s)
+
+    # --- answering ------------------------------------------------------------------------
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/live/{channel}/ll.m3u8", self.master, methods=["GET", "HEAD", "OPTIONS"],
+                  name="hls:ll_master"),
+            Route("/live/{channel}/{rendition}/ll.m3u8", self.media,
+                  methods=["GET", "HEAD", "OPTIONS"], name="hls:ll_media"),
+        ]  # fmt: skip
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        del app
+        self._loop = asyncio.get_running_loop()
+        self.follower.start()
+        await asyncio.to_thread(self.follower.wait_caught_up, 10.0)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.follower.stop)
+            self._loop = None
+
+    async def master(self, request: Request) -> Response:
+        channel = request.path_params["channel"]
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=PREFLIGHT_HEADERS)
+        if not _valid(CHANNEL, channel):
+            return _plain(404, "Not Found")
+        with self._lock:
+            stream = self.streams.get(channel)
+            if stream is None or not stream.ready():
+                return _plain(404, "Not Found")
+            key = ("master", channel, stream.stream_id, tuple(sorted(stream.names)))
+            body = self._renders.get(key)
+            if body is None:
+                names = stream.names or sorted(stream.renditions)
+                variants = [LlVariant(f"{n}/ll.m3u8", stream.renditions[n]) for n in names]
+                body = self._remember(key, render_master(variants).encode())
+        return self._playlist(request, body, key, "public, max-age=2")
+
+    async def media(self, request: Request) -> Response:
+        channel, name = request.path_params["channel"], request.path_params["rendition"]
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=PREFLIGHT_HEADERS)
+        if not (_valid(CHANNEL, channel) and _valid(RENDITION, name)):
+            return _plain(404, "Not Found")
+        query = request.query_params
+        msn_text, part_text = query.get("_HLS_msn"), query.get("_HLS_part")
+        skip = query.get("_HLS_skip") in ("YES", "v2")
+        if (part_text is not None and msn_text is None) or not all(
+            t is None or _valid(_SMALL_INT, t) for t in (msn_text, part_text)
+        ):
+            self.answers.labels("bad").inc()
+            return _plain(400, "_HLS_msn must be a number, and _HLS_part needs _HLS_msn")
+        msn = int(msn_text) if msn_text is not None else None
+        part = int(part_text) if part_text is not None else None
+        with self._lock:
+            stream = self.streams.get(channel)
+            rendition = stream.renditions.get(name) if stream is not None else None
+            if stream is None or rendition is None or rendition.last_msn < 0:
+                return _plain(404, "Not Found")
+            if msn is not None and msn > rendition.last_msn + MSN_AHEAD_LIMIT:
+                self.answers.labels("bad").inc()
+                return _plain(400, f"_HLS_msn={msn} is too far ahead of the live edge")
+            stream_id = stream.stream_id
+        if msn is not None:
+            outcome = await self._block(channel, name, stream_id, msn, part)
+            if outcome is not None:
+                return outcome
+        with self._lock:
+            stream = self.streams.get(channel)
+            if stream is None or name not in stream.renditions:
+                return _plain(404, "Not Found")
+            key = ("media", channel, stream.stream_id, name, stream.version, skip)
+            body = self._renders.get(key)
+            if body is None:
+                body = self._remember(key, self._render(stream, name, skip))
+        self.answers.labels("skip" if skip else "blocked" if msn is not None else "plain").inc()
+        cache_control = (
+            f"public, max-age={6 * self.config.target_duration_s}"
+            if msn is not None
+            else "public, max-age=1"
+        )
+        return self._playlist(request, body, key, cache_control)
+
+    async def _block(
+        self, channel: str, name: str, stream_id: str, msn: int, part: int | None
+    ) -> Response | None:
+        """Hold until the playlist lists (msn, part): None then, or the 503 of a timeout."""
+        deadline = time.monotonic() + 3 * self.config.target_duration_s
+        self.blocked.inc()
+        try:
+            while True:
+                with self._lock:
+                    stream = self.streams.get(channel)
+                    if stream is None or stream.stream_id != stream_id:
+                        return None  # a new stream took the channel: answer what there is
+                    if stream.rendition(name).has(msn, part):
+                        return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    await self._changed((channel, name), remaining)
+                except TimeoutError:
+                    break
+        finally:
+            self.blocked.dec()
+        self.answers.labels("timeout").inc()
+        return _plain(503, "the requested part did not come in time", retry_after=1)
+
+    def _render(self, stream: LiveStream, name: str, skip: bool) -> bytes:
+        self.renders.inc()
+        rendition = stream.renditions[name]
+        others = [stream.renditions[n] for n in sorted(stream.renditions)]
+        text = render_media(
+            rendition, others, self.config, uri=_relative_uri,
+            report_uri=lambda other: f"../{other}/ll.m3u8", skip=skip,
+        )  # fmt: skip
+        return text.encode()
+
+    def _remember(self, key: tuple[Any, ...], body: bytes) -> bytes:
+        if len(self._renders) > 4096:  # old versions are never asked for again
+            self._renders.clear()
+        self._renders[key] = body
+        return body
+
+    def _playlist(
+        self, request: Request, body: bytes, key: tuple[Any, ...], cache_control: str
+    ) -> Response:
+        headers = {**CORS_HEADERS, "cache-control": cache_control, "vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", "") and len(body) > 512:
+            zipped_key = (*key, "gzip")
+            zipped = self._renders.get(zipped_key)
+            if zipped is None:
+                zipped = self._remember(zipped_key, gzip.compress(body, 5, mtime=0))
+            body = zipped
+            headers["content-encoding"] = "gzip"
+        if request.method == "HEAD":
+            headers["content-length"] = str(len(body))
+            return Response(b"", media_type=M3U8, headers=headers)
+        return Response(body, media_type=M3U8, headers=headers)
+
+    # --- parts not there yet (the preload hint) -----------------------------------------
+
+    async def wait_for_part(self, key: str) -> bool:
+        """`key` is a part object not in the store yet: wait (at most three target
+        durations) until its PartReady comes. False when it is not the next part of a live
+        rendition, or it does not come in time."""
+        folders = key.split("/")
+        if len(folders) != 4 or folders[0] != "streams":
+            return False
+        _, stream_id, name, filename = folders
+        match = PART_NAME.fullmatch(filename)
+        if match is None:
+            return False
+        wanted = (int(match.group(1)), int(match.group(2)))
+        deadline = time.monotonic() + 3 * self.config.target_duration_s
+        while True:
+            with self._lock:
+                found = next(
+                    ((c, s) for c, s in self.streams.items() if s.stream_id == stream_id), None
+                )
+                if found is None or name not in found[1].renditions:
+                    return False
+                channel, stream = found
+                rendition = stream.renditions[name]
+                if rendition.has(*wanted):
+                    return True
+                nxt = rendition.next_part()
+                if nxt is None or wanted[0] > nxt[0] + 1:
+                    return False  # ended, or far ahead of anything a hint names
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                await self._changed((channel, name), remaining)
+            except TimeoutError:
+                return False
+
+
+def _relative_uri(key: str) -> str:
+    """streams/<stream_id>/<rendition>/<name> → <stream_id>/<name>, relative to the media
+    playlist /live/<channel>/<rendition>/ll.m3u8 (the origin maps it back)."""
+    parts = key.split("/")
+    return f"{parts[1]}/{parts[3]}"
+
+
+def _valid(pattern: re.Pattern[str], value: str) -> bool:
+    return pattern.fullmatch(value) is not None
+
+
+def _plain(status: int, text: str, *, retry_after: int | None = None) -> Response:
+    headers = {**CORS_HEADERS, "cache-control": "no-cache"}
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
+    return Response(text, status_code=status, media_type="text/plain", headers=headers)
