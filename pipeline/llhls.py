@@ -146,6 +146,12 @@ class LlRendition:
         if self.ended:
             return False
         key = (record["sequence"], record["part"])
+        current = self.current
+        if record["last"] and current is not None and current.parts:
+            if key == (current.sequence, current.parts[-1].index):  # listed, now complete
+                self._complete(current, record)
+                self.version += 1
+                return True
         if key <= (self.last_msn, self.last_part) or key in self.held:
             return False  # a repeat (a successor re-produced it) or already slid out
         self.held[key] = dict(record)
@@ -197,16 +203,20 @@ class LlRendition:
         self.fps = record["fps"] or self.fps
         self.codecs = record["codecs"] or self.codecs
         if record["last"]:
-            current.uri = record["segment_key"]
-            current.duration_90k = record["segment_duration_90k"]
-            current.bitrate_bps = record["bitrate_bps"]
-            self.peak_bps = max(self.peak_bps, record["bitrate_bps"])
-            self.segments.append(current)
-            self.current = None
-            while len(self.segments) > self.window:
-                self.segments.pop(0)
-                if self.segments[0].discontinuity:
-                    self.discontinuity_sequence += 1
+            self._complete(current, record)
+
+    def _complete(self, current: LlSegment, record: Mapping[str, Any]) -> None:
+        """The segment's last part came: list the whole segment."""
+        current.uri = record["segment_key"]
+        current.duration_90k = record["segment_duration_90k"]
+        current.bitrate_bps = record["bitrate_bps"]
+        self.peak_bps = max(self.peak_bps, record["bitrate_bps"])
+        self.segments.append(current)
+        self.current = None
+        while len(self.segments) > self.window:
+            self.segments.pop(0)
+            if self.segments[0].discontinuity:
+                self.discontinuity_sequence += 1
 
     def _end(self) -> bool:
         if self.ended:
@@ -241,8 +251,8 @@ def render_media(
     `uri(key)` turns an object key into the URI written; `report_uri(name)` names a sibling
     rendition's playlist for EXT-X-RENDITION-REPORT."""
     target = max(
-        config.target_duration_s,
-        *(math.floor(s.duration_90k / CLOCK_90K + 0.5) for s in rendition.segments),
+        [config.target_duration_s]
+        + [math.floor(s.duration_90k / CLOCK_90K + 0.5) for s in rendition.segments]
     )
     lines = [
         "#EXTM3U",

@@ -75,12 +75,15 @@ def create_app(
     health: Health | None = None,
     vod_lookup: VodLookup | None = None,
     part_waiter: PartWaiter | None = None,
+    low_latency: bool = False,
     debug: bool = False,
 ) -> Starlette:
     registry = registry if registry is not None else Registry()
     cache = ObjectCache(store, cache_config, registry=registry)
     origin = HlsOrigin(cache, part_waiter)
-    pages = PlayerPages(extra_scripts=player_scripts, vod_lookup=vod_lookup)
+    pages = PlayerPages(
+        extra_scripts=player_scripts, vod_lookup=vod_lookup, low_latency=low_latency
+    )
 
     async def render_metrics(request: Request) -> Response:
         del request

@@ -130,8 +130,12 @@ class PlayerPages:
         assets: dict[str, Asset] | None = None,
         extra_scripts: Sequence[str] = (),
         vod_lookup: VodLookup | None = None,
+        low_latency: bool = False,
     ) -> None:
-        """`vod_lookup(stream_id)`: the VOD's catalog record or None (no chat replay then)."""
+        """`vod_lookup(stream_id)`: the VOD's catalog record or None (no chat replay then).
+        `low_latency`: the gateway serves LL-HLS (`/live/<channel>/ll.m3u8`): live pages play
+        it in hls.js's low-latency mode, unless the URL says `?ll=0` (the classic playlists)."""
+        self.low_latency = low_latency
         self.assets = load_assets() if assets is None else assets
         self.extra_scripts = tuple(extra_scripts)
         self.vod_lookup = vod_lookup
@@ -149,11 +153,13 @@ class PlayerPages:
         channel = str(request.path_params["channel"])
         if not CHANNEL.fullmatch(channel):
             return PlainTextResponse("Not Found", status_code=404)
+        low_latency = self.low_latency and request.query_params.get("ll") != "0"
         return self.page(
             title=channel,
             kind="live",
-            src=f"/live/{channel}/master.m3u8",
+            src=f"/live/{channel}/ll.m3u8" if low_latency else f"/live/{channel}/master.m3u8",
             channel=channel,
+            low_latency=low_latency,
         )
 
     async def watch_vod(self, request: Request) -> Response:
@@ -185,9 +191,12 @@ class PlayerPages:
         src: str,
         channel: str | None,
         replay: Mapping[str, Any] | None = None,
+        low_latency: bool = False,
     ) -> Response:
         """`channel`: the live chat's; `replay`: a VOD's chat replay (`replay_config`)."""
         config: dict[str, Any] = {"kind": kind, "src": src, "channel": channel, "title": title}
+        if low_latency:
+            config["lowLatency"] = True
         names = ["hls.min.js", "abr.js", "player.js"]
         if replay is not None:
             config["replay"] = dict(replay)

@@ -123,4 +123,5 @@ def build_app(
         health=health,
         vod_lookup=vods.table.get,
         part_waiter=low_latency.wait_for_part,
+        low_latency=settings.part_target_ms > 0,
     )

@@ -67,6 +67,14 @@ def test_a_live_playlist_lists_parts_of_the_last_three_targets_and_hints_the_nex
     assert (report.uri, report.last_msn, report.last_part) == ("../720p30/ll.m3u8", 12, 2)
 
 
+def test_the_first_parts_of_a_stream_are_listed_before_any_segment_completes() -> None:
+    rendition = LlRendition("360p30")
+    feed(rendition, (0, 1))
+    checked = check_ll_media(render(rendition))
+    assert (checked.last_msn, checked.last_part) == (0, 1)
+    assert checked.playlist.preload_hint.uri == "s1/000000.2.m4s"
+
+
 def test_blocking_conditions_follow_what_is_listed() -> None:
     rendition = LlRendition("360p30")
     assert not rendition.has(0, 0) and rendition.next_part() is None
@@ -87,6 +95,19 @@ def test_repeats_are_ignored_and_an_early_part_waits_for_the_one_before() -> Non
     assert rendition.version == version and rendition.last_part == 1
     assert rendition.add(record(1, 2))
     assert (rendition.last_msn, rendition.last_part) == (1, 3) and rendition.segments[-1].complete
+
+
+def test_a_segment_completes_by_its_last_part_announced_again() -> None:
+    rendition = LlRendition("360p30")
+    feed(rendition, (0, 3))
+    rendition.add(record(1, 0))
+    for part in (1, 2, 3):  # the GOP ended right after part 3: it went out without `last`
+        rendition.add(record(1, part, last=False, segment_key=""))
+    assert rendition.current is not None and not rendition.has(1, None)
+    assert rendition.add(record(1, 3))  # the same part again, now with `last`
+    assert rendition.has(1, None) and rendition.segments[-1].uri.endswith("000001.m4s")
+    assert not rendition.add(record(1, 3))  # and a third time is a repeat
+    check_ll_media(render(rendition))
 
 
 def test_a_segment_that_never_completes_is_dropped_and_the_next_is_a_discontinuity() -> None:

@@ -209,7 +209,10 @@ class RungTranscoder:
         self, base: dict[str, Any], gop: _OpenGop, parts: list[CmafPart], *, final: bool
     ) -> None:
         """Store each CMAF part (and, with the GOP's last, the whole CMAF segment), then hand
-        its PartReady record to `on_part`: a part is never announced before it is durable."""
+        its PartReady record to `on_part`: a part is never announced before it is durable.
+        When the GOP ends with no frame left over (its last part went out when its last
+        frame was encoded, before the GOP was known to end there), that part is announced
+        again with `last`: the record that completes the segment."""
         cutter = gop.encoding.cutter
         if cutter is None or cutter.init is None:
             return
@@ -221,11 +224,15 @@ class RungTranscoder:
                 cache_control=SEGMENT_CACHE_CONTROL,
             )  # fmt: skip
             self._inits.add(init_key)
-        for n, part in enumerate(parts):
+        announce = [(part, True) for part in parts]
+        if final and not parts and gop.parts:
+            announce = [(max(gop.parts, key=lambda p: p.index), False)]
+        for n, (part, new) in enumerate(announce):
             key = cmaf_key(stream_id, rendition, cmaf_segment_name(sequence, part.index))
-            self.store.put(
-                key, part.data, content_type=CMAF_TYPE, cache_control=SEGMENT_CACHE_CONTROL
-            )
+            if new:
+                self.store.put(
+                    key, part.data, content_type=CMAF_TYPE, cache_control=SEGMENT_CACHE_CONTROL
+                )
             if part.index not in {p.index for p in gop.parts}:
                 gop.parts.append(part)
             record = {
@@ -242,7 +249,7 @@ class RungTranscoder:
                 "fps": gop.encoding.run.fps,
                 "codecs": cutter.init.codecs,
             }
-            if final and n == len(parts) - 1:
+            if final and n == len(announce) - 1:
                 whole = b"".join(p.data for p in sorted(gop.parts, key=lambda p: p.index))
                 segment = cmaf_key(stream_id, rendition, cmaf_segment_name(sequence))
                 self.store.put(

@@ -7,6 +7,11 @@ the 85 % to 100 % rule of draft-pantos-hls-rfc8216bis §4.4.4.9). Audio frames g
 whose video span holds their dts; the last part takes the rest. Part 0 opens on the IDR
 (INDEPENDENT=YES). The init segment is built from the first packet's SPS/PPS.
 
+Video times are snapped to the rung's frame grid from the GOP's first frame (RTMP carries
+milliseconds, so 30 fps arrives as 33, 33, 34 ms steps): 15 frames at 30 fps are exactly
+0.5 s, parts are whole numbers of frames, and a dropped frame still leaves its gap. The
+MPEG-TS segments keep the source's timestamps; the two never differ by more than half a frame.
+
     cutter = PartCutter(part_target_90k=45_000, frame_90k=3_000, ...)
     parts = cutter.cut(packets, audio)              # the parts complete so far
     parts += cutter.cut(packets, audio, end_90k=e)  # the GOP ended: everything left
@@ -63,6 +68,7 @@ class PartCutter:
         self.size = (width, height)
         self.audio_track = cmaf.audio_track(asc) if asc else None
         self.init: CmafInit | None = None
+        self._origin: int | None = None  # the GOP's first frame's dts: the grid's zero
         self._video_done = 0  # packets already in a part
         self._audio_done = 0
         self._parts = 0
@@ -92,10 +98,11 @@ class PartCutter:
         frame counts as one nominal frame (its true length needs the next frame, which may
         be half a second away in the next chunk): the part goes out as soon as its last frame
         is encoded, and the cut depends only on the frames before it, so a GOP cut as it
-        arrives and the same GOP cut whole give the same parts. The next part's `tfdt` is its
+        arrives and the same GOP cut whole give the same video parts (an audio frame that
+        arrives after its video joins the next part). The next part's `tfdt` is its
         own first dts: at most a millisecond of overlap or gap from the source's clock."""
         first = self._video_done
-        dts = [_dts(p) for p in packets[first:]]
+        dts = [self._time(_dts(p)) for p in packets[first:]]
         total = 0  # the true durations of the frames before frame i
         for i in range(len(dts)):
             if i + 1 == len(dts) and final:
@@ -118,17 +125,18 @@ class PartCutter:
     ) -> CmafPart:
         first = self._video_done
         chosen = packets[first : first + count]
-        dts = [_dts(p) for p in chosen]
+        dts = [self._time(_dts(p)) for p in chosen]
         if end_90k is None:
             following = dts[-1] + self.frame_90k
         else:  # the GOP's last frame lasts to the GOP's end (one frame when that is unknown)
-            following = end_90k if end_90k > dts[-1] else dts[-1] + self.frame_90k
+            end = self._time(end_90k)
+            following = end if end > dts[-1] else dts[-1] + self.frame_90k
         video = [
             cmaf.Sample(
                 data=cmaf.sample_from_annexb(bytes(p)),
                 duration=max(1, (dts[i + 1] if i + 1 < len(dts) else following) - dts[i]),
                 keyframe=p.is_keyframe,
-                composition_offset=(p.pts if p.pts is not None else dts[i]) - dts[i],
+                composition_offset=(self._time(p.pts) if p.pts is not None else dts[i]) - dts[i],
             )
             for i, p in enumerate(chosen)
         ]
@@ -154,6 +162,13 @@ class PartCutter:
             duration_90k=following - dts[0],
             independent=index == 0 and chosen[0].is_keyframe,
         )
+
+    def _time(self, time_90k: int) -> int:
+        """`time_90k` on the frame grid that starts at the GOP's first frame."""
+        if self._origin is None:
+            self._origin = time_90k
+        frames = round((time_90k - self._origin) / self.frame_90k)
+        return self._origin + frames * self.frame_90k
 
     def _audio(self, units: Sequence[MediaUnit]) -> tuple[list[cmaf.Sample], int]:
         track = self.audio_track

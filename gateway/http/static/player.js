@@ -2,7 +2,11 @@
 // (Safari). Reads its settings from <script id="onair-config">; exposes its state as
 // window.onairPlayer for the chat panel and for tests. hls.js picks levels with onair's
 // controller (abr.js); `?abr=hlsjs` keeps hls.js's default for comparison. `?stats=1` (or
-// the Stats button) shows the rung, bandwidth estimate, buffer and latency.
+// the Stats button) shows the rung, bandwidth estimate, buffer and latency. When the page's
+// config says `lowLatency`, hls.js plays the LL-HLS playlists in low-latency mode (blocking
+// reloads, parts, preload hints) and catches up by playing up to 10 % faster while it is
+// behind its target latency; Safari plays the same playlists natively. The LIVE badge shows
+// the current latency.
 (function () {
   "use strict";
 
@@ -123,7 +127,11 @@
     state.atLiveEdge = behind <= targetDuration() + 0.5;
     liveButton.hidden = false;
     liveButton.dataset.atEdge = String(state.atLiveEdge);
-    liveButton.textContent = state.atLiveEdge ? "LIVE" : "GO LIVE";
+    var latency = state.hls && state.hls.latency > 0 ? state.hls.latency : null;
+    state.latencyS = latency;
+    liveButton.textContent = state.atLiveEdge
+      ? "LIVE" + (latency !== null ? " · " + latency.toFixed(1) + " s" : "")
+      : "GO LIVE";
   }
 
   liveButton.addEventListener("click", function () {
@@ -145,7 +153,9 @@
   video.addEventListener("playing", hideStatus);
 
   function hlsConfig() {
-    var options = { liveSyncDurationCount: 3, backBufferLength: 30 };
+    var options = config.lowLatency
+      ? { lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.1 }
+      : { liveSyncDurationCount: 3, backBufferLength: 30 };
     if (abrMode === "onair") {
       options.abrController = window.OnairAbr.hlsAbrController(window.Hls);
       options.testBandwidth = false; // onair's controller starts on the lowest rung

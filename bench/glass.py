@@ -1,0 +1,279 @@
+"""Glass-to-glass latency: the camera's clock drawn into every frame, read back off the screen.
+
+    python -m bench.glass [--seconds 60] [--viewers 200]
+
+Needs the services (`make services`), ffmpeg and Chromium (`make test` installs them). One run:
+
+- the platform: every role as its own process (ingest, packager, HTTP origin, one transcode
+  worker per rung of the default ladder that a 720p30 source gets), on the real Kafka and S3;
+- the camera: this process renders 1280x720 frames at 30 fps in real time, each carrying the
+  wall clock's milliseconds (mod 2^24) as a row of 24 black/white blocks across the top over
+  a moving pattern, and pipes them to ffmpeg, which encodes them as OBS would for low latency
+  (x264 veryfast, `tune=zerolatency`, 2 s keyframe interval, CBR 3 Mb/s, AAC 96 kb/s) and
+  publishes over RTMP. The time drawn is taken just before the frame goes to the encoder;
+- the viewers: the player page in headless Chromium (bench/glass_view.mjs), two tabs watched
+  at once: `/watch/<channel>` (LL-HLS, hls.js in low-latency mode) and `/watch/<channel>?ll=0`
+  (the classic playlists: the reference). For every frame shown, latency = the viewer's clock
+  when the frame is displayed − the capture time decoded from its pixels (same machine, same
+  clock);
+- the origin under LL load: `--viewers` simulated LL viewers (asyncio, one connection each)
+  follow one rendition with blocking playlist requests and fetch every part, while the
+  origin's /metrics counts store reads and playlist renders: per new part, the origin should
+  read the store once and render each playlist version once.
+
+Prints p50, p95, max and stalls for both paths, the ratio, the origin's counts per part, and
+the machine. Goal (issue): LL p50 ≤ 1.5 s, p95 ≤ 2.0 s, no stall; classic ≤ 6 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.machine import describe
+from tests.harness import Platform, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+VIEW_SCRIPT = Path(__file__).with_name("glass_view.mjs")
+WIDTH, HEIGHT, FPS = 1280, 720, 30
+BITS = 24
+BLOCK_W = 53  # 24 x 53 = 1272 of 1280 columns
+STRIP_H = 60  # of 720 rows: the viewer reads the strip's middle (strip fraction 1/12)
+RUNGS = ("720p60", "480p30", "360p30", "160p30")  # the default ladder's rungs for 720p30
+
+
+class Camera(threading.Thread):
+    """Renders clock-stamped frames in real time into ffmpeg's stdin (rawvideo, yuv420p)."""
+
+    def __init__(self, rtmp_url: str, seconds: float, log: Path) -> None:
+        super().__init__(daemon=True)
+        self.seconds = seconds
+        args = [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+            "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{WIDTH}x{HEIGHT}",
+            "-framerate", str(FPS), "-i", "pipe:0",
+            "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-map", "0:v", "-map", "1:a",
+            "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+            "-b:v", "3000k", "-maxrate", "3000k", "-bufsize", "3000k", "-pix_fmt", "yuv420p",
+            "-g", str(2 * FPS), "-keyint_min", str(2 * FPS), "-sc_threshold", "0",
+            "-c:a", "aac", "-b:a", "96k", "-shortest", "-f", "flv", rtmp_url,
+        ]  # fmt: skip
+        self.log = log.open("wb")
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=self.log)
+        self.frames = 0
+        # a diagonal pattern, scrolled 8 pixels a frame: the encoder has real motion to code
+        period = 64
+        row = bytes((x * 4) % 200 + 28 for x in range(WIDTH + period * 8))
+        self._rest_rows = HEIGHT - STRIP_H
+        self._pattern = b"".join(
+            row[(y * 3) % period : (y * 3) % period + WIDTH + period * 4]
+            for y in range(self._rest_rows)
+        )
+        self._stride = WIDTH + period * 4
+        self._chroma = bytes([128]) * (WIDTH * HEIGHT // 2)
+
+    def frame(self, ms: int, index: int) -> bytes:
+        value = ms % (1 << BITS)
+        blocks = b"".join(
+            (b"\xeb" if value >> (BITS - 1 - i) & 1 else b"\x10") * BLOCK_W for i in range(BITS)
+        )
+        line = blocks + b"\x10" * (WIDTH - BITS * BLOCK_W)
+        shift = (index * 8) % 256
+        rest = b"".join(
+            self._pattern[y * self._stride + shift : y * self._stride + shift + WIDTH]
+            for y in range(self._rest_rows)
+        )
+        return line * STRIP_H + rest + self._chroma
+
+    def run(self) -> None:
+        assert self.proc.stdin is not None
+        started = time.monotonic()
+        try:
+            while self.frames < self.seconds * FPS:
+                due = started + self.frames / FPS
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                data = self.frame(int(time.time() * 1000), self.frames)
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+                self.frames += 1
+        except BrokenPipeError:
+            pass
+        finally:
+            self.proc.stdin.close()
+            self.proc.wait(30)
+            self.log.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+def summarize(page: dict[str, Any]) -> dict[str, Any]:
+    samples = [s / 1000 for s in page["samples"]]
+    return {
+        "frames": len(samples),
+        "p50_s": statistics.median(samples) if samples else None,
+        "p95_s": percentile(samples, 95) if samples else None,
+        "max_s": max(samples) if samples else None,
+        "stalls": page["stalls"],
+        "stall_s": page["stallMs"] / 1000,
+        "rejected": page["rejected"],
+        "heights": page["levels"],
+    }
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            match = re.match(rf"{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
+            if match:
+                total += float(match.group(1))
+    return total
+
+
+async def ll_viewers(base: str, rendition: str, count: int, seconds: float) -> dict[str, Any]:
+    """`count` LL viewers of one rendition: blocking reloads, every part fetched."""
+    import httpx
+
+    parts_seen: set[str] = set()
+    errors = 0
+    limits = httpx.Limits(max_connections=count + 10)
+    async with httpx.AsyncClient(base_url=base, timeout=15, limits=limits) as client:
+
+        async def viewer(n: int) -> None:
+            nonlocal errors
+            url = f"/live/{{channel}}/{rendition}/ll.m3u8"
+            deadline = time.monotonic() + seconds
+            query = ""
+            while time.monotonic() < deadline:
+                try:
+                    response = await client.get(url.format(channel=CHANNEL[0]) + query)
+                    text = response.text
+                    hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', text)
+                    if response.status_code != 200 or hint is None:
+                        errors += 1
+                        await asyncio.sleep(0.5)
+                        continue
+                    uri = hint.group(1)
+                    msn, part = re.search(r"([0-9]+)\.([0-9]+)\.m4s$", uri).groups()  # type: ignore[union-attr]
+                    part_url = f"/live/{CHANNEL[0]}/{rendition}/{uri}"
+                    got = await client.get(part_url)
+                    if got.status_code == 200:
+                        parts_seen.add(uri)
+                    query = f"?_HLS_msn={int(msn)}&_HLS_part={int(part)}"
+                except httpx.HTTPError:
+                    errors += 1
+                    await asyncio.sleep(0.5)
+
+        await asyncio.gather(*(viewer(n) for n in range(count)))
+    return {"parts": len(parts_seen), "errors": errors}
+
+
+CHANNEL: list[str] = []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--viewers", type=int, default=200)
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="onair-glass-"))
+    platform = Platform(work)
+    channel = f"glass_{uuid.uuid4().hex[:6]}"
+    CHANNEL.append(channel)
+    print(describe(), flush=True)
+    try:
+        platform.cli("topics")
+        key = platform.create_channel(channel)["stream_key"]
+        platform.start("ingest", "ingest")
+        platform.start("package", "package")
+        platform.start("http", "http")
+        for rung in RUNGS:
+            platform.start(f"transcode-{rung}", "transcode", "--rendition", rung)
+        wait_port(platform.rtmp_port)
+        wait_port(platform.http_port)
+        platform.wait_ready("packager", *(f"transcode.{r}" for r in RUNGS))
+        platform.wait_healthy("http")
+        publish_s = args.seconds + 40
+        camera = Camera(
+            f"rtmp://127.0.0.1:{platform.rtmp_port}/live/{key}", publish_s, work / "camera.log"
+        )
+        camera.start()
+        base = f"http://127.0.0.1:{platform.http_port}"
+        deadline = time.monotonic() + 60
+        while platform.get_or_none(f"/live/{channel}/ll.m3u8") is None:
+            if time.monotonic() > deadline:
+                classic = platform.get_or_none(f"/live/{channel}/master.m3u8")
+                media = platform.get_or_none(f"/live/{channel}/360p30/ll.m3u8")
+                raise TimeoutError(
+                    f"no LL master playlist after 60 s (classic master: {classic!r}; "
+                    f"360p30 LL playlist: {media!r})"
+                )
+            time.sleep(0.5)
+        time.sleep(4)  # a few segments in every rendition
+        view = subprocess.run(
+            ["node", str(VIEW_SCRIPT), "--url", f"{base}/watch/{channel}",
+             "--url2", f"{base}/watch/{channel}?ll=0", "--seconds", str(args.seconds),
+             "--bits", str(BITS), "--strip-fraction", str(STRIP_H / HEIGHT),
+             "--chromium", args.chromium],
+            capture_output=True, text=True, cwd=ROOT, timeout=args.seconds + 180,
+        )  # fmt: skip
+        result = json.loads(view.stdout or "{}")
+        if view.returncode != 0 or "pages" not in result:
+            print(view.stdout[-3000:], view.stderr[-3000:], file=sys.stderr)
+            return 1
+        before = platform.get("/metrics").decode()
+        load = asyncio.run(ll_viewers(base, "360p30", args.viewers, 20.0))
+        after = platform.get("/metrics").decode()
+        camera.join(publish_s + 30)
+    finally:
+        platform.stop()
+    ll, classic = (summarize(p) for p in result["pages"])
+    print(f"{'path':<10} {'frames':>7} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
+          f"{'stalls':>7} {'stall s':>8}  rungs (height: frames)")  # fmt: skip
+    for name, row in (("LL-HLS", ll), ("classic", classic)):
+        print(
+            f"{name:<10} {row['frames']:>7} {row['p50_s']:>7.2f} {row['p95_s']:>7.2f} "
+            f"{row['max_s']:>7.2f} {row['stalls']:>7} {row['stall_s']:>8.1f}  {row['heights']}"
+        )
+    print(f"LL p50 / classic p50: {ll['p50_s'] / classic['p50_s']:.2f}x "
+          f"(classic is {classic['p50_s'] / ll['p50_s']:.1f}x later)")  # fmt: skip
+    reads = metric(after, "onair_http_cache_store_reads_total") - metric(
+        before, "onair_http_cache_store_reads_total"
+    )
+    renders = metric(after, "onair_ll_playlist_renders_total") - metric(
+        before, "onair_ll_playlist_renders_total"
+    )
+    parts = max(1, load["parts"])
+    print(
+        f"origin under {args.viewers} LL viewers of 360p30 for 20 s: {load['parts']} parts, "
+        f"{reads / parts:.2f} store reads per part (every object the viewers and the two "
+        f"players fetched), {renders / parts:.2f} playlist renders per part (all renditions), "
+        f"{load['errors']} errors"
+    )
+    goal = ll["p50_s"] <= 1.5 and ll["p95_s"] <= 2.0 and ll["stalls"] == 0
+    print(f"goal (LL p50 <= 1.5 s, p95 <= 2.0 s, no stall; classic <= 6 s): "
+          f"{'met' if goal and classic['p50_s'] <= 6 else 'NOT met'}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+// The viewer of bench.glass (and of tests/e2e/test_low_latency.py): the onair player page in
+// headless Chromium, reading the capture time the publisher drew into every frame.
+//
+//   node bench/glass_view.mjs --url http://127.0.0.1:8080/watch/glass [--url2 ...?ll=0]
+//        [--seconds 60] [--bits 24] [--timeout-seconds 120]
+//
+// The publisher (bench/glass.py) draws the wall clock's milliseconds (mod 2^bits) as a row of
+// black/white blocks across the top of each frame. For every frame the page presents
+// (requestVideoFrameCallback), the top strip is drawn into a small canvas, each block's centre
+// is read, and latency = the moment the frame is shown (performance.timeOrigin +
+// expectedDisplayTime, the viewer's clock) − the decoded capture time (the same machine's
+// clock). Stalls: `waiting` events after playback began, and the time until `playing` again.
+// Each --url/--url2 is its own page, watched at the same time. Prints one JSON object:
+// {pages: [{url, samples: [latency_ms…], stalls, stallMs, levels: {height: frames}, ll}]}.
+import { parseCheckArgs, runCheck } from "../tests/e2e/browser.mjs";
+
+const options = parseCheckArgs(
+  {
+    url2: { type: "string" },
+    seconds: { type: "string", default: "60" },
+    bits: { type: "string", default: "24" },
+    "strip-fraction": { type: "string", default: "0.0833" },
+    "timeout-seconds": { type: "string", default: "180" },
+  },
+  "usage: glass_view.mjs --url URL [--url2 URL] [--seconds 60]",
+);
+const seconds = Number(options.seconds);
+const bits = Number(options.bits);
+const stripFraction = Number(options["strip-fraction"]);
+
+function watch([bitsCount, strip]) {
+  // runs in the page: installs the frame reader, returns nothing (results on window.glass)
+  const video = document.getElementById("video");
+  const canvas = document.createElement("canvas");
+  const width = bitsCount * 4;
+  canvas.width = width;
+  canvas.height = 4;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  const modulus = 2 ** bitsCount;
+  const glass = { samples: [], rejected: 0, stalls: 0, stallMs: 0, levels: {}, started: null };
+  window.glass = glass;
+  let waitingSince = null;
+  video.addEventListener("playing", () => {
+    if (glass.started === null) glass.started = Date.now();
+    if (waitingSince !== null) {
+      glass.stallMs += Date.now() - waitingSince;
+      waitingSince = null;
+    }
+  });
+  video.addEventListener("waiting", () => {
+    if (glass.started !== null && waitingSince === null) {
+      glass.stalls += 1;
+      waitingSince = Date.now();
+    }
+  });
+  const onFrame = (_now, meta) => {
+    const shownAt = performance.timeOrigin + meta.expectedDisplayTime;
+    const w = video.videoWidth;
+    const h = video.videoHeight;
+    if (w && h) {
+      // the blocks span 1272 of every 1280 columns; each becomes 4 canvas pixels
+      ctx.drawImage(video, 0, 0, (w * 1272) / 1280, h * strip, 0, 0, width, 4);
+      const data = ctx.getImageData(0, 0, width, 4).data;
+      let value = 0;
+      for (let i = 0; i < bitsCount; i++) {
+        const luma = data[(2 * width + i * 4 + 2) * 4];
+        value = value * 2 + (luma > 128 ? 1 : 0);
+      }
+      const latency = (((Math.round(shownAt) - value) % modulus) + modulus) % modulus;
+      if (latency < 60000) {
+        glass.samples.push(latency);
+        glass.levels[h] = (glass.levels[h] || 0) + 1;
+      } else {
+        glass.rejected += 1;
+      }
+    }
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+}
+
+await runCheck(options, async ({ context, page, result }) => {
+  const urls = [options.url, options.url2].filter(Boolean);
+  const pages = [page];
+  while (pages.length < urls.length) pages.push(await context.newPage());
+  for (let i = 0; i < urls.length; i++) {
+    await pages[i].goto(urls[i], { waitUntil: "domcontentloaded" });
+    await pages[i].evaluate(watch, [bits, stripFraction]);
+  }
+  await Promise.all(
+    pages.map((p) => p.waitForFunction(() => window.glass && window.glass.started !== null)),
+  );
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  result.pages = [];
+  for (let i = 0; i < pages.length; i++) {
+    const glass = await pages[i].evaluate(() => {
+      const hls = window.onairPlayer && window.onairPlayer.hls;
+      return {
+        ...window.glass,
+        ll: !!(window.onairPlayer && window.onairPlayer.config.lowLatency),
+        hlsLatency: hls && hls.latency > 0 ? hls.latency : null,
+        targetLatency: hls ? hls.targetLatency : null,
+      };
+    });
+    result.pages.push({ url: urls[i], ...glass });
+  }
+});
