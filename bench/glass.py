@@ -11,9 +11,9 @@ Needs the services (`make services`), ffmpeg and Chromium (`make test` installs 
   a moving pattern, and pipes them to ffmpeg, which encodes them as OBS would for low latency
   (x264 veryfast, `tune=zerolatency`, 2 s keyframe interval, CBR 3 Mb/s, AAC 96 kb/s) and
   publishes over RTMP. The time drawn is taken just before the frame goes to the encoder;
-- the viewers: the player page in headless Chromium (bench/glass_view.mjs), two tabs watched
-  at once: `/watch/<channel>` (LL-HLS, hls.js in low-latency mode) and `/watch/<channel>?ll=0`
-  (the classic playlists: the reference). For every frame shown, latency = the viewer's clock
+- the viewer: the player page in headless Chromium (bench/glass_view.mjs), `--seconds` of
+  `/watch/<channel>` (LL-HLS, hls.js in low-latency mode), then as long of
+  `/watch/<channel>?ll=0` (the classic playlists: the reference), same stream, same tab. For every frame shown, latency = the viewer's clock
   when the frame is displayed − the capture time decoded from its pixels (same machine, same
   clock);
 - the origin under LL load: `--viewers` simulated LL viewers (asyncio, one connection each)
@@ -212,7 +212,7 @@ def main() -> int:
         wait_port(platform.http_port)
         platform.wait_ready("packager", *(f"transcode.{r}" for r in RUNGS))
         platform.wait_healthy("http")
-        publish_s = args.seconds + 40
+        publish_s = 2 * args.seconds + 60
         camera = Camera(
             f"rtmp://127.0.0.1:{platform.rtmp_port}/live/{key}", publish_s, work / "camera.log"
         )

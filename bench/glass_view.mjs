@@ -10,7 +10,7 @@
 // is read, and latency = the moment the frame is shown (performance.timeOrigin +
 // expectedDisplayTime, the viewer's clock) − the decoded capture time (the same machine's
 // clock). Stalls: `waiting` events after playback began, and the time until `playing` again.
-// Each --url/--url2 is its own page, watched at the same time. Prints one JSON object:
+// --url, then --url2, each watched for --seconds in the same tab. Prints one JSON object:
 // {pages: [{url, samples: [latency_ms…], stalls, stallMs, levels: {height: frames}, ll}]}.
 import { parseCheckArgs, runCheck } from "../tests/e2e/browser.mjs";
 
@@ -79,21 +79,15 @@ function watch([bitsCount, strip]) {
   video.requestVideoFrameCallback(onFrame);
 }
 
-await runCheck(options, async ({ context, page, result }) => {
-  const urls = [options.url, options.url2].filter(Boolean);
-  const pages = [page];
-  while (pages.length < urls.length) pages.push(await context.newPage());
-  for (let i = 0; i < urls.length; i++) {
-    await pages[i].goto(urls[i], { waitUntil: "domcontentloaded" });
-    await pages[i].evaluate(watch, [bits, stripFraction]);
-  }
-  await Promise.all(
-    pages.map((p) => p.waitForFunction(() => window.glass && window.glass.started !== null)),
-  );
-  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+await runCheck(options, async ({ page, result }) => {
+  // one page after the other, in the same tab: a background tab is throttled
   result.pages = [];
-  for (let i = 0; i < pages.length; i++) {
-    const glass = await pages[i].evaluate(() => {
+  for (const url of [options.url, options.url2].filter(Boolean)) {
+    await page.goto(url, { waitUntil: "domcontentloaded" });
+    await page.evaluate(watch, [bits, stripFraction]);
+    await page.waitForFunction(() => window.glass && window.glass.started !== null);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    const glass = await page.evaluate(() => {
       const hls = window.onairPlayer && window.onairPlayer.hls;
       return {
         ...window.glass,
@@ -102,6 +96,6 @@ await runCheck(options, async ({ context, page, result }) => {
         targetLatency: hls ? hls.targetLatency : null,
       };
     });
-    result.pages.push({ url: urls[i], ...glass });
+    result.pages.push({ url, ...glass });
   }
 });

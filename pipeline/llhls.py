@@ -41,9 +41,6 @@ class LlConfig:
     def part_hold_back_s(self) -> float:
         return HOLD_BACK_PARTS * self.part_target_s
 
-    @property
-    def skip_until_s(self) -> float:
-        return SKIP_TARGETS * self.target_duration_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +234,15 @@ def _seconds(duration_90k: int) -> str:
     return f"{duration_90k / CLOCK_90K:.5f}"
 
 
+def target_duration(rendition: LlRendition, config: LlConfig) -> int:
+    """EXT-X-TARGETDURATION: the configured segment target, or more when a publisher's GOPs
+    are longer (every EXTINF, rounded, must fit under it)."""
+    return max(
+        [config.target_duration_s]
+        + [math.floor(s.duration_90k / CLOCK_90K + 0.5) for s in rendition.segments]
+    )
+
+
 def render_media(
     rendition: LlRendition,
     others: Sequence[LlRendition],
@@ -250,16 +256,14 @@ def render_media(
     segments more than CAN-SKIP-UNTIL before the end replaced by one EXT-X-SKIP.
     `uri(key)` turns an object key into the URI written; `report_uri(name)` names a sibling
     rendition's playlist for EXT-X-RENDITION-REPORT."""
-    target = max(
-        [config.target_duration_s]
-        + [math.floor(s.duration_90k / CLOCK_90K + 0.5) for s in rendition.segments]
-    )
+    target = target_duration(rendition, config)
+    skip_until_s = SKIP_TARGETS * target
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{VERSION}",
         f"#EXT-X-TARGETDURATION:{target}",
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
-        f"CAN-SKIP-UNTIL={config.skip_until_s:.1f},PART-HOLD-BACK={config.part_hold_back_s:.3f}",
+        f"CAN-SKIP-UNTIL={skip_until_s:.1f},PART-HOLD-BACK={config.part_hold_back_s:.3f}",
         f"#EXT-X-PART-INF:PART-TARGET={config.part_target_s:.3f}",
         f"#EXT-X-MEDIA-SEQUENCE:{rendition.media_sequence}",
     ]
@@ -270,7 +274,7 @@ def render_media(
         listed.append(rendition.current)
     total_90k = sum(s.listed_90k for s in listed)
     parts_from_90k = total_90k - PART_WINDOW_TARGETS * target * CLOCK_90K
-    skip_before_90k = total_90k - config.skip_until_s * CLOCK_90K
+    skip_before_90k = total_90k - skip_until_s * CLOCK_90K
     position, skipped, map_uri = 0, 0, ""
     for n, segment in enumerate(listed):
         position += segment.listed_90k

@@ -71,9 +71,12 @@ class Settings:
     # every ingest_lease_renew_s (at most a third of the TTL; unset, a tenth of it)
     ingest_lease_ttl_s: float = LEASE_TTL_S
     ingest_lease_renew_s: float = LEASE_RENEW_S
-    gop_part_ms: int = 500  # ingest sends each GOP in parts this long; workers encode early
-    # low-latency HLS: CMAF parts of at most this long (EXT-X-PART-INF:PART-TARGET); 0 = off
-    part_target_ms: int = 500
+    # ingest sends each GOP in parts this long, so workers encode while it arrives; half the
+    # LL part target, so a part's last frame reaches the worker at most that late
+    gop_part_ms: int = 100
+    # low-latency HLS: CMAF parts of at most this long (EXT-X-PART-INF:PART-TARGET; players
+    # hold back three of them); 0 = MPEG-TS segments only
+    part_target_ms: int = 200
     # the GOP length publishers are asked for (keyframe interval): EXT-X-TARGETDURATION
     segment_target_s: int = 2
     ll_playlist_window: int = 15  # segments an LL playlist lists (delta updates skip most)

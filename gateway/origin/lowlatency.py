@@ -42,7 +42,14 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.origin.hls import CHANNEL, CORS_HEADERS, PREFLIGHT_HEADERS, RENDITION
 from pipeline.errors import CodecError
-from pipeline.llhls import LlConfig, LlRendition, LlVariant, render_master, render_media
+from pipeline.llhls import (
+    LlConfig,
+    LlRendition,
+    LlVariant,
+    render_master,
+    render_media,
+    target_duration,
+)
 from pipeline.metrics import Registry
 from schemas.codec import Codec
 from topics.follower import Follower
@@ -245,8 +252,9 @@ class LowLatencyOrigin:
                 self.answers.labels("bad").inc()
                 return _plain(400, f"_HLS_msn={msn} is too far ahead of the live edge")
             stream_id = stream.stream_id
+            target_s = target_duration(rendition, self.config)
         if msn is not None:
-            outcome = await self._block(channel, name, stream_id, msn, part)
+            outcome = await self._block(channel, name, stream_id, msn, part, 3 * target_s)
             if outcome is not None:
                 return outcome
         with self._lock:
@@ -259,17 +267,18 @@ class LowLatencyOrigin:
                 body = self._remember(key, self._render(stream, name, skip))
         self.answers.labels("skip" if skip else "blocked" if msn is not None else "plain").inc()
         cache_control = (
-            f"public, max-age={6 * self.config.target_duration_s}"
+            f"public, max-age={6 * target_s}"
             if msn is not None
             else "public, max-age=1"
         )
         return self._playlist(request, body, key, cache_control)
 
     async def _block(
-        self, channel: str, name: str, stream_id: str, msn: int, part: int | None
+        self, channel: str, name: str, stream_id: str, msn: int, part: int | None, limit_s: float
     ) -> Response | None:
-        """Hold until the playlist lists (msn, part): None then, or the 503 of a timeout."""
-        deadline = time.monotonic() + 3 * self.config.target_duration_s
+        """Hold until the playlist lists (msn, part): None then, or the 503 once `limit_s`
+        (three target durations) passed."""
+        deadline = time.monotonic() + limit_s
         self.blocked.inc()
         try:
             while True:

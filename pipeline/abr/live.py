@@ -15,7 +15,7 @@ Per chunk (a 2 s segment, or a 0.5 s part in low-latency HLS) of duration `D`:
   error the estimate made over the last `ERROR_WINDOW` chunks (RobustMPC, Yin et al.,
   SIGCOMM 2015): on a steady link that costs nothing, on a bursty one it buys margin.
 - **Buffer and latency in the decision.** For each rung the controller plays the next
-  `HORIZON` chunks forward at that rung with throughput at the estimate: each chunk costs
+  `HORIZON` chunks (at least `HORIZON_S` of media) forward at that rung with throughput at the estimate: each chunk costs
   `rtt + bitrate * D / estimate` seconds, the buffer drains by that and gains `D`, and it can
   never grow past the live room — the latency (the smaller of the current and the target)
   less half a chunk, as the newest chunk is on average `D / 2` old. Stalls cost
@@ -44,7 +44,8 @@ from dataclasses import dataclass
 LONG_WINDOW_S = 8.0  # media seconds of samples in the long harmonic mean
 SHORT_WINDOW_S = 2.0  # ...and in the short one
 ERROR_WINDOW = 5  # chunks whose estimate errors the discount looks back over
-HORIZON = 5  # chunks each rung's plan looks ahead
+HORIZON = 5  # chunks each rung's plan looks ahead...
+HORIZON_S = 4.0  # ...and at least this much media, however short the chunks (LL parts)
 STALL_WEIGHT = 4.3  # QoE lost per second of stall (the bench's QoE_lin weight)
 SWITCH_WEIGHT = 1.0  # QoE lost per Mbps of switch
 UP_SHARE = 1.0  # going up needs the rung's fetch time within this share of a chunk
@@ -161,6 +162,11 @@ class LiveAbrController:
         """The most buffer the live edge allows at this latency (never below one chunk)."""
         return max(min(latency_s, self.target_latency_s) - self.chunk_s / 2, self.chunk_s)
 
+    def horizon_steps(self) -> int:
+        """Chunks the plan looks ahead: `HORIZON`, or `HORIZON_S` of media when chunks are
+        short (0.2 s parts: 20), so a switch's cost is weighed against as much media."""
+        return max(HORIZON, math.floor(HORIZON_S / self.chunk_s + 1e-9))
+
     def plan_value(
         self, level: int, throughput_bps: float, rtt_s: float, buffer_s: float, room_s: float
     ) -> float:
@@ -170,7 +176,7 @@ class LiveAbrController:
         mbps = self.bitrates_bps[level] / 1e6
         value = -SWITCH_WEIGHT * abs(mbps - self.bitrates_bps[self.level] / 1e6)
         buffer = buffer_s
-        for _ in range(HORIZON):
+        for _ in range(self.horizon_steps()):
             stall = max(fetch_s - buffer, 0.0)
             buffer = min(max(buffer - fetch_s, 0.0) + self.chunk_s, room_s)
             value += mbps * self.chunk_s / 2.0 - STALL_WEIGHT * stall

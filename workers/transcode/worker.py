@@ -66,7 +66,7 @@ class TranscodeWorker:
     instance_id: str | None = None  # static group membership: a restart takes over at once
     stop_event: threading.Event = field(default_factory=threading.Event)
     health: Health = field(default_factory=lambda: Health("transcode"))
-    part_target_ms: int = 500  # CMAF parts for low-latency HLS; 0: MPEG-TS segments only
+    part_target_ms: int = 200  # CMAF parts for low-latency HLS; 0: MPEG-TS segments only
 
     def __post_init__(self) -> None:
         self._codec = Codec()

@@ -22,7 +22,8 @@
   var LONG_WINDOW_S = 8.0; // media seconds of samples in the long harmonic mean
   var SHORT_WINDOW_S = 2.0; // ...and in the short one
   var ERROR_WINDOW = 5; // chunks whose estimate errors the discount looks back over
-  var HORIZON = 5; // chunks each rung's plan looks ahead
+  var HORIZON = 5; // chunks each rung's plan looks ahead...
+  var HORIZON_S = 4.0; // ...and at least this much media, however short the chunks (LL parts)
   var STALL_WEIGHT = 4.3; // QoE lost per second of stall
   var SWITCH_WEIGHT = 1.0; // QoE lost per Mbps of switch
   var UP_SHARE = 1.0; // going up needs the rung's fetch time within this share of a chunk
@@ -133,7 +134,8 @@
     var mbps = this.bitratesBps[level] / 1e6;
     var value = -SWITCH_WEIGHT * Math.abs(mbps - this.bitratesBps[this.level] / 1e6);
     var buffer = bufferS;
-    for (var step = 0; step < HORIZON; step++) {
+    var steps = Math.max(HORIZON, Math.floor(HORIZON_S / this.chunkS + 1e-9));
+    for (var step = 0; step < steps; step++) {
       var stall = Math.max(fetchS - buffer, 0.0);
       buffer = Math.min(Math.max(buffer - fetchS, 0.0) + this.chunkS, roomS);
       value += mbps * this.chunkS / 2.0 - STALL_WEIGHT * stall;
