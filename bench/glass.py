@@ -13,9 +13,9 @@ Needs the services (`make services`), ffmpeg and Chromium (`make test` installs 
   publishes over RTMP. The time drawn is taken just before the frame goes to the encoder;
 - the viewer: the player page in headless Chromium (bench/glass_view.mjs), `--seconds` of
   `/watch/<channel>` (LL-HLS, hls.js in low-latency mode), then as long of
-  `/watch/<channel>?ll=0` (the classic playlists: the reference), same stream, same tab. For every frame shown, latency = the viewer's clock
-  when the frame is displayed − the capture time decoded from its pixels (same machine, same
-  clock);
+  `/watch/<channel>?ll=0` (the classic playlists: the reference), same stream, same tab.
+  For every frame shown, latency = the viewer's clock when the frame is displayed minus the
+  capture time decoded from its pixels (same machine, same clock);
 - the origin under LL load: `--viewers` simulated LL viewers (asyncio, one connection each)
   follow one rendition with blocking playlist requests and fetch every part, while the
   origin's /metrics counts store reads and playlist renders: per new part, the origin should

@@ -42,7 +42,6 @@ class LlConfig:
         return HOLD_BACK_PARTS * self.part_target_s
 
 
-
 @dataclass(frozen=True, slots=True)
 class LlPart:
     index: int
@@ -144,11 +143,11 @@ class LlRendition:
             return False
         key = (record["sequence"], record["part"])
         current = self.current
-        if record["last"] and current is not None and current.parts:
-            if key == (current.sequence, current.parts[-1].index):  # listed, now complete
-                self._complete(current, record)
-                self.version += 1
-                return True
+        newest = (current.sequence, current.parts[-1].index) if current and current.parts else None
+        if record["last"] and current is not None and key == newest:
+            self._complete(current, record)  # the part was listed; now its segment is complete
+            self.version += 1
+            return True
         if key <= (self.last_msn, self.last_part) or key in self.held:
             return False  # a repeat (a successor re-produced it) or already slid out
         self.held[key] = dict(record)

@@ -267,9 +267,7 @@ class LowLatencyOrigin:
                 body = self._remember(key, self._render(stream, name, skip))
         self.answers.labels("skip" if skip else "blocked" if msn is not None else "plain").inc()
         cache_control = (
-            f"public, max-age={6 * target_s}"
-            if msn is not None
-            else "public, max-age=1"
+            f"public, max-age={6 * target_s}" if msn is not None else "public, max-age=1"
         )
         return self._playlist(request, body, key, cache_control)
 
