@@ -17,11 +17,12 @@ Per chunk (a 2 s segment, or a 0.5 s part in low-latency HLS) of duration `D`:
 - **Buffer and latency in the decision.** For each rung the controller plays the next
   `HORIZON` chunks (at least `HORIZON_S` of media) forward at that rung with throughput at
   the estimate: each chunk costs `rtt + bitrate * D / estimate` seconds, the buffer drains
-  by that and gains `D`, and it can never grow past the live room — the latency (the
-  smaller of the current and the target) less half a chunk, as the newest chunk is on average `D / 2` old. Stalls cost
-  `STALL_WEIGHT` per second (the QoE's 4.3), bitrate earns its Mbps per 2 s of media, a
-  switch costs its |Δ Mbps|. The rung with the best total is the plan. A thin buffer or a
-  player at the live edge leaves little slack; a player that fell behind has more room.
+  by that and gains `D`, and it can never grow past the live room — the latency (the smaller
+  of the current and the target) less half a chunk, as the newest chunk is on average `D /
+  2` old. Stalls cost `STALL_WEIGHT` per second (the QoE's 4.3), bitrate earns its Mbps per
+  2 s of media, a switch costs its |Δ Mbps|. The rung with the best total is the plan. A
+  thin buffer or a player at the live edge leaves little slack; a player that fell behind
+  has more room.
 - **Fast down, careful up, no oscillation.** Down: at once, to the plan, several rungs if
   need be. Up: never past a rung whose chunks, at the (undiscounted) estimate, arrive slower
   than they play — live, such a rung only drains the buffer, and a short plan would climb
