@@ -9,7 +9,8 @@
 // (requestVideoFrameCallback), the top strip is drawn into a small canvas, each block's centre
 // is read, and latency = the moment the frame is shown (performance.timeOrigin +
 // expectedDisplayTime, the viewer's clock) − the decoded capture time (the same machine's
-// clock). Stalls: `waiting` events after playback began, and the time until `playing` again.
+// clock). Stalls: playback waiting (`waiting` until `playing`) for 100 ms or more after it
+// began; shorter waits are counted apart as blips.
 // --url, then --url2, each watched for --seconds in the same tab. Prints one JSON object:
 // {pages: [{url, samples: [latency_ms…], stalls, stallMs, levels: {height: frames}, ll}]}.
 import { parseCheckArgs, runCheck } from "../tests/e2e/browser.mjs";
@@ -37,22 +38,34 @@ function watch([bitsCount, strip]) {
   canvas.height = 4;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const modulus = 2 ** bitsCount;
-  const glass = { samples: [], rejected: 0, stalls: 0, stallMs: 0, levels: {}, started: null };
+  const glass = { samples: [], rejected: 0, stalls: 0, blips: 0, stallMs: 0, levels: {},
+    started: null, stallLog: [] };
   window.glass = glass;
   let waitingSince = null;
+  // a stall: playback waited at least STALL_MS (three frames); shorter waits are blips
+  const STALL_MS = 100;
+  const ended = () => {
+    if (waitingSince === null) return;
+    const waited = Date.now() - waitingSince;
+    const hls = window.onairPlayer && window.onairPlayer.hls;
+    glass.stallLog.push({ afterMs: waitingSince - glass.started, waitedMs: waited,
+      currentTime: video.currentTime, level: hls ? hls.currentLevel : null });
+    if (waited >= STALL_MS) {
+      glass.stalls += 1;
+      glass.stallMs += waited;
+    } else {
+      glass.blips += 1;
+    }
+    waitingSince = null;
+  };
   video.addEventListener("playing", () => {
     if (glass.started === null) glass.started = Date.now();
-    if (waitingSince !== null) {
-      glass.stallMs += Date.now() - waitingSince;
-      waitingSince = null;
-    }
+    ended();
   });
   video.addEventListener("waiting", () => {
-    if (glass.started !== null && waitingSince === null) {
-      glass.stalls += 1;
-      waitingSince = Date.now();
-    }
+    if (glass.started !== null && waitingSince === null) waitingSince = Date.now();
   });
+  glass.finish = ended; // a wait still going on when the watch ends counts too
   const onFrame = (_now, meta) => {
     const shownAt = performance.timeOrigin + meta.expectedDisplayTime;
     const w = video.videoWidth;
@@ -88,6 +101,7 @@ await runCheck(options, async ({ page, result }) => {
     await page.waitForFunction(() => window.glass && window.glass.started !== null);
     await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
     const glass = await page.evaluate(() => {
+      window.glass.finish();
       const hls = window.onairPlayer && window.onairPlayer.hls;
       return {
         ...window.glass,
