@@ -5,7 +5,8 @@
 Needs the services (`make services`), ffmpeg and Chromium (`make test` installs them). One run:
 
 - the platform: every role as its own process (ingest, packager, HTTP origin, one transcode
-  worker per rung of the default ladder that a 720p30 source gets), on the real Kafka and S3;
+  worker per rung of the default ladder that a 720p30 source gets), on the real Kafka, with
+  the store `make up` uses (a local directory; `--s3` for the S3 server);
 - the camera: this process renders 1280x720 frames at 30 fps in real time, each carrying the
   wall clock's milliseconds (mod 2^24) as a row of 24 black/white blocks across the top over
   a moving pattern, and pipes them to ffmpeg, which encodes them as OBS would for low latency
@@ -125,9 +126,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--s3", action="store_true", help="store on the S3 server, not a dir")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="onair-glass-"))
-    platform = Platform(work)
+    # the store `make up` uses (a local directory); `--s3` for the S3 server instead
+    env = {} if args.s3 else {"ONAIR_STORAGE_URL": str(work / "store")}
+    platform = Platform(work, **env)
     channel = f"glass_{uuid.uuid4().hex[:6]}"
     CHANNEL.append(channel)
     print(describe(), flush=True)

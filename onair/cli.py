@@ -82,11 +82,14 @@ def _print_key(settings: Settings, channel: str, key: str, as_json: bool) -> Non
     print(f"rtmp url:     {settings.rtmp_url}   (OBS: Server)")
     print(f"stream key:   {key}   (OBS: Stream Key; shown once, keep it secret)")
     print(
-        f"publish with: ffmpeg -re -i INPUT -c:v libx264 -g 60 -c:a aac -f flv "
-        f"{settings.rtmp_url}/<stream key>"
+        f"publish with: ffmpeg -re -i INPUT -c:v libx264 -tune zerolatency -g 60 -c:a aac "
+        f"-f flv {settings.rtmp_url}/<stream key>"
     )
-    print(f"watch:        {settings.playback_url(channel)}")
-    print(f"player:       {settings.player_url(channel)}")
+    if settings.part_target_ms > 0:
+        print(f"low latency:  {settings.low_latency_url(channel)}   (LL-HLS, CMAF parts)")
+    print(f"watch:        {settings.playback_url(channel)}   (classic HLS)")
+    print(f"ffplay:       ffplay {settings.playback_url(channel)}")
+    print(f"player:       {settings.player_url(channel)}   (LL-HLS; ?ll=0 for classic)")
 
 
 def cmd_channel_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -352,12 +355,16 @@ def cmd_http(args: argparse.Namespace, settings: Settings) -> int:
 
     port = args.port if args.port is not None else settings.http_port
     ensure_topics(settings)  # chat follows onair.chat/onair.moderation from the start
+    # uvloop + httptools: twice the small-object throughput of asyncio + h11 (README,
+    # "Benchmarks"), which LL-HLS's blocking playlist reloads need
     uvicorn.run(
         build_app(settings),
         host=settings.http_host,
         port=port,
         log_level="warning",
         ws_max_size=65536,
+        loop="uvloop",
+        http="httptools",
     )
     return 0
 

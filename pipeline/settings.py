@@ -253,6 +253,10 @@ class Settings:
     def playback_url(self, channel: str) -> str:
         return f"http://{self.public_host}:{self.http_port}/live/{channel}/master.m3u8"
 
+    def low_latency_url(self, channel: str) -> str:
+        """The LL-HLS master playlist (CMAF parts, blocking reload)."""
+        return f"http://{self.public_host}:{self.http_port}/live/{channel}/ll.m3u8"
+
     def player_url(self, channel: str) -> str:
         return f"http://{self.public_host}:{self.http_port}/watch/{channel}"
 

@@ -53,6 +53,7 @@ class LlRun:
     waits: list[tuple[str, int, int, float]] = field(default_factory=list)  # rung, msn, part, t
     produced: dict[tuple[str, int, int], float] = field(default_factory=dict)
     delta: str = ""
+    legacy: tuple[int, str] = (0, "")  # ffmpeg (no LL-HLS) reading the LL master: exit, log
     full_before_delta: str = ""
     browser: dict[str, object] = field(default_factory=dict)
     final: dict[str, str] = field(default_factory=dict)
@@ -182,6 +183,14 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
         msn, part = _next_part(live.full_before_delta)
         live.delta = _get(f"{media}?_HLS_msn={msn}&_HLS_part={part}&_HLS_skip=YES")[1].decode()
 
+        # a player without LL-HLS: ffmpeg reads the LL master, plays whole segments
+        legacy = subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-i", f"{base}/live/{channel}/ll.m3u8",
+             "-t", "6", "-map", "0:v:0", "-f", "null", "-"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        live.legacy = (legacy.returncode, legacy.stderr[-2000:])
+
         view = subprocess.run(
             ["node", str(VIEW_SCRIPT), "--url", f"{base}/watch/{channel}",
              "--seconds", "30", "--strip-fraction", str(STRIP_H / HEIGHT)],
@@ -243,6 +252,11 @@ def test_a_delta_update_skips_old_segments_and_keeps_the_rest(run: LlRun) -> Non
     assert kept[0] in [s.uri for s in full.segments]
     first = full.media_sequence + [s.uri for s in full.segments].index(kept[0])
     assert first == full.media_sequence + skipped
+
+
+def test_a_player_without_ll_hls_plays_the_same_playlists(run: LlRun) -> None:
+    code, log = run.legacy
+    assert code == 0 and "rror" not in log, log
 
 
 def test_the_player_plays_low_latency_without_a_stall(run: LlRun) -> None:
