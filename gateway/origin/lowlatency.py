@@ -219,7 +219,8 @@ class LowLatencyOrigin:
             stream = self.streams.get(channel)
             if stream is None or not stream.ready():
                 return _plain(404, "Not Found")
-            key = ("master", channel, stream.stream_id, tuple(sorted(stream.names)))
+            # rendered again as the renditions' bandwidth figures move (one request a viewer)
+            key = ("master", channel, stream.stream_id, stream.version)
             body = self._renders.get(key)
             if body is None:
                 names = stream.names or sorted(stream.renditions)

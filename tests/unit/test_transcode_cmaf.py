@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 
 from objectstore.local import LocalStore
+from pipeline.errors import StoreError
 from pipeline.gop import Gop
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 from schemas.codec import Codec
 from schemas.records import gop_to_record
 from tests.mediafixtures import cached_flv, gops_from_flv
+from tests.unit.test_transcode_parts import FlakyStore
 from workers.transcode.core import RungTranscoder
 
 LADDER = Ladder.parse(DEFAULT_LADDER)
@@ -167,3 +169,36 @@ def test_the_end_of_a_stream_is_announced_on_parts(gops: list[Gop], tmp_path: Pa
     marker = {**record, "end_of_stream": True, "sequence": gops[0].sequence + 1}
     transcoder.process(marker)
     assert parts[-1]["end_of_stream"] and parts[-1]["sequence"] == gops[0].sequence + 1
+
+
+def test_a_store_failure_on_a_part_keeps_the_gop_for_the_retry(
+    gops: list[Gop], tmp_path: Path
+) -> None:
+    """The store fails while a chunk's CMAF part is written: the worker tries the chunk
+    again (as topics.deadletter does) and the GOP goes on — every part stored and announced
+    once, in order, and the MPEG-TS segment written. Before, the failure dropped the open
+    GOP: the rest of it was skipped and the rendition's classic playlist never ended."""
+    store = FlakyStore(tmp_path / "flaky")
+    parts: list[dict[str, Any]] = []
+    transcoder = _transcoder(store, parts)  # type: ignore[arg-type]
+    chunks = _chunks(gops[0], 8)
+    segment, failed = None, []
+    for n, chunk in enumerate(chunks):
+        store.failures = 1  # the first write of every chunk fails once
+        for _ in range(3):
+            try:
+                segment = transcoder.process(chunk, position=(0, n))
+                break
+            except StoreError:
+                failed.append(n)
+                assert transcoder.open_offsets(0) == [0], "the GOP still holds the commit"
+        else:
+            pytest.fail("the chunk never went through")
+        store.failures = 0
+    assert len(failed) >= 4 and failed[-1] == len(chunks) - 1  # parts mid-GOP, and the end
+    assert segment is not None and store.exists(segment["key"])
+    assert [p["part"] for p in parts] == list(range(len(parts))) and parts[-1]["last"]
+    assert sum(p["duration_90k"] for p in parts) == parts[-1]["segment_duration_90k"]
+    assert store.get(parts[-1]["segment_key"]).body == b"".join(
+        store.get(p["key"]).body for p in parts
+    )

@@ -119,7 +119,8 @@ class RungTranscoder:
         if self.part_target_90k:
             whole = _OpenGop(gop.sequence, encoding, 0, 0, gop.start_pts_90k)
             whole.pdt_ms = record["ingest_time_ms"] - gop.duration_90k // 90
-            self._put_parts(base, whole, [*parts, *encoding.last_parts], final=True)
+            whole.unstored = [*parts, *encoding.last_parts]
+            self._flush_parts(base, whole, final=True)
         return self._written(base, gop.start_pts_90k, gop.duration_90k, segment)
 
     def open_streams(self) -> list[str]:
@@ -147,16 +148,16 @@ class RungTranscoder:
         self, record: dict[str, Any], base: dict[str, Any], position: tuple[int, int]
     ) -> dict[str, Any] | None:
         """A GOP arriving in parts: encode each part now; the segment when the last comes.
-        The finished segment stays with its open GOP until it is stored, so a store failure
-        retried by the worker writes the same segment again (no part is fed twice)."""
+        What is encoded stays with its open GOP until it is stored — the CMAF parts cut so
+        far (`unstored`) and the finished segment — so when the store fails and the worker
+        retries the chunk, the same objects are written again and no chunk is fed twice."""
         stream_id, sequence, index = record["stream_id"], record["sequence"], record["part_index"]
         current = self._open.get(stream_id)
-        if (
-            current is not None
-            and current.finished is not None
-            and (current.sequence, current.next_part) == (sequence, index + 1)
-        ):
-            return self._store_finished(stream_id, current, base, record["duration_90k"])
+        if current is not None and (current.sequence, current.next_part) == (sequence, index + 1):
+            if current.finished is not None:
+                return self._store_finished(stream_id, current, base, record["duration_90k"])
+            self._flush_parts(base, current, final=False)  # fed already: store what is left
+            return None
         head = gop_from_record(record)
         started = time.perf_counter()
         try:
@@ -176,12 +177,11 @@ class RungTranscoder:
             current.encoding.feed(head.units)
             current.next_part += 1
             current.seconds += time.perf_counter() - started
-            if self.part_target_90k:
-                self._put_parts(base, current, current.encoding.ready_parts(), final=False)
-            if not record["last_part"]:
-                return None
-            started = time.perf_counter()
-            current.finished = current.encoding.finish(record["duration_90k"])
+            current.unstored.extend(current.encoding.ready_parts())
+            if record["last_part"]:
+                started = time.perf_counter()
+                current.finished = current.encoding.finish(record["duration_90k"])
+                current.unstored.extend(current.encoding.last_parts)
         except MediaError as exc:
             self._open.pop(stream_id, None)
             self.bad.inc()
@@ -192,6 +192,9 @@ class RungTranscoder:
         except BaseException:
             self._open.pop(stream_id, None)  # nothing half-fed is left for a retry to extend
             raise
+        if current.finished is None:
+            self._flush_parts(base, current, final=False)
+            return None
         self.encode_seconds.observe(current.seconds + time.perf_counter() - started)
         return self._store_finished(stream_id, current, base, record["duration_90k"])
 
@@ -199,22 +202,20 @@ class RungTranscoder:
         self, stream_id: str, current: _OpenGop, base: dict[str, Any], duration_90k: int
     ) -> dict[str, Any]:
         assert current.finished is not None
-        if self.part_target_90k:  # again on a retry: the same objects, a repeated record
-            self._put_parts(base, current, current.encoding.last_parts, final=True)
+        self._flush_parts(base, current, final=True)  # again on a retry: a repeated record
         event = self._written(base, current.start_pts_90k, duration_90k, current.finished)
         del self._open[stream_id]  # stored: the GOP no longer holds back the commit
         return event
 
-    def _put_parts(
-        self, base: dict[str, Any], gop: _OpenGop, parts: list[CmafPart], *, final: bool
-    ) -> None:
-        """Store each CMAF part (and, with the GOP's last, the whole CMAF segment), then hand
-        its PartReady record to `on_part`: a part is never announced before it is durable.
-        When the GOP ends with no frame left over (its last part went out when its last
-        frame was encoded, before the GOP was known to end there), that part is announced
-        again with `last`: the record that completes the segment."""
+    def _flush_parts(self, base: dict[str, Any], gop: _OpenGop, *, final: bool) -> None:
+        """Store each CMAF part not stored yet (with the GOP's last, the whole CMAF segment
+        first), then hand its PartReady record to `on_part`: a part is never announced before
+        it is durable, and leaves `unstored` only once announced. When the GOP ends with no
+        frame left over (its last part went out when its last frame was encoded, before the
+        GOP was known to end there), that part is announced again with `last`: the record
+        that completes the segment."""
         cutter = gop.encoding.cutter
-        if cutter is None or cutter.init is None:
+        if not self.part_target_90k or cutter is None or cutter.init is None:
             return
         stream_id, rendition, sequence = base["stream_id"], base["rendition"], base["sequence"]
         init_key = cmaf_key(stream_id, rendition, cutter.init.name)
@@ -224,18 +225,10 @@ class RungTranscoder:
                 cache_control=SEGMENT_CACHE_CONTROL,
             )  # fmt: skip
             self._inits.add(init_key)
-        announce = [(part, True) for part in parts]
-        if final and not parts and gop.parts:
-            announce = [(max(gop.parts, key=lambda p: p.index), False)]
-        for n, (part, new) in enumerate(announce):
-            key = cmaf_key(stream_id, rendition, cmaf_segment_name(sequence, part.index))
-            if new:
-                self.store.put(
-                    key, part.data, content_type=CMAF_TYPE, cache_control=SEGMENT_CACHE_CONTROL
-                )
-            if part.index not in {p.index for p in gop.parts}:
-                gop.parts.append(part)
-            record = {
+
+        def record_of(part: CmafPart, key: str) -> dict[str, Any]:
+            assert cutter is not None and cutter.init is not None
+            return {
                 **_part_base(base),
                 "part": part.index,
                 "key": key,
@@ -249,20 +242,41 @@ class RungTranscoder:
                 "fps": gop.encoding.run.fps,
                 "codecs": cutter.init.codecs,
             }
-            if final and n == len(announce) - 1:
-                whole = b"".join(p.data for p in sorted(gop.parts, key=lambda p: p.index))
-                segment = cmaf_key(stream_id, rendition, cmaf_segment_name(sequence))
-                self.store.put(
-                    segment, whole, content_type=CMAF_TYPE, cache_control=SEGMENT_CACHE_CONTROL
-                )
-                duration_90k = sum(p.duration_90k for p in gop.parts)
-                record |= {
-                    "last": True,
-                    "segment_key": segment,
-                    "segment_duration_90k": duration_90k,
-                    "bitrate_bps": len(whole) * 8 * 90_000 // max(1, duration_90k),
-                }
+
+        def completing(parts: list[CmafPart]) -> dict[str, Any]:
+            whole = b"".join(p.data for p in parts)
+            segment = cmaf_key(stream_id, rendition, cmaf_segment_name(sequence))
+            self.store.put(
+                segment, whole, content_type=CMAF_TYPE, cache_control=SEGMENT_CACHE_CONTROL
+            )
+            duration_90k = sum(p.duration_90k for p in parts)
+            return {
+                "last": True,
+                "segment_key": segment,
+                "segment_duration_90k": duration_90k,
+                "bitrate_bps": len(whole) * 8 * 90_000 // max(1, duration_90k),
+            }
+
+        def part_key(part: CmafPart) -> str:
+            return cmaf_key(stream_id, rendition, cmaf_segment_name(sequence, part.index))
+
+        if final and not gop.unstored and gop.parts:  # every part went out already
+            last = gop.parts[-1]
+            self.on_part(record_of(last, part_key(last)) | completing(gop.parts))
+            return
+        while gop.unstored:
+            part = gop.unstored[0]
+            key = part_key(part)
+            self.store.put(
+                key, part.data, content_type=CMAF_TYPE, cache_control=SEGMENT_CACHE_CONTROL
+            )
+            record = record_of(part, key)
+            closing = final and len(gop.unstored) == 1
+            if closing:
+                record |= completing([*gop.parts, part])
             self.on_part(record)
+            gop.parts.append(part)
+            gop.unstored.pop(0)
 
     def _written(
         self, base: dict[str, Any], start_pts_90k: int, duration_90k: int, segment: EncodedSegment
@@ -326,7 +340,8 @@ class _OpenGop:
     opened_at: float = field(default_factory=time.monotonic)
     finished: EncodedSegment | None = None  # encoded, not yet stored
     pdt_ms: int = 0  # wall-clock time ingest took the GOP's first frame
-    parts: list[CmafPart] = field(default_factory=list)  # CMAF parts stored so far
+    parts: list[CmafPart] = field(default_factory=list)  # CMAF parts stored and announced
+    unstored: list[CmafPart] = field(default_factory=list)  # cut, not stored yet
 
 
 def _span_90k(units: Any) -> int:
