@@ -44,7 +44,7 @@ from typing import Any
 
 from bench.machine import describe
 from tests.clockcam import BITS, HEIGHT, STRIP_H, Camera
-from tests.harness import Platform, wait_port
+from tests.harness import Platform
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEW_SCRIPT = Path(__file__).with_name("glass_view.mjs")
@@ -138,14 +138,7 @@ def main() -> int:
     try:
         platform.cli("topics")
         key = platform.create_channel(channel)["stream_key"]
-        platform.start("ingest", "ingest")
-        platform.start("package", "package")
-        platform.start("http", "http")
-        for rung in RUNGS:
-            platform.start(f"transcode-{rung}", "transcode", "--rendition", rung)
-        wait_port(platform.rtmp_port)
-        wait_port(platform.http_port)
-        platform.wait_ready("packager", *(f"transcode.{r}" for r in RUNGS))
+        platform.start_live(RUNGS)
         platform.wait_healthy("http")
         publish_s = 2 * args.seconds + 60
         camera = Camera(

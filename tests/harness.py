@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,17 @@ class Platform:
             if pending and time.monotonic() > deadline:
                 raise TimeoutError(f"groups not ready after {timeout_s}s: {sorted(pending)}")
             time.sleep(0.3)
+
+    def start_live(self, rungs: Sequence[str]) -> None:
+        """Every live role as its own process — ingest, packager, HTTP origin, one transcode
+        worker per rung — and wait until they listen and their groups hold partitions."""
+        for role in ("ingest", "package", "http"):
+            self.start(role, role)
+        for rung in rungs:
+            self.start(f"transcode-{rung}", "transcode", "--rendition", rung)
+        wait_port(self.rtmp_port)
+        wait_port(self.http_port)
+        self.wait_ready("packager", *(f"transcode.{r}" for r in rungs))
 
     def health(self, name: str) -> tuple[int, str]:
         """(status, body) of the role's /healthz; (0, why) while it does not answer."""

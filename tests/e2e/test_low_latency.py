@@ -27,10 +27,11 @@ from pathlib import Path
 
 import m3u8
 import pytest
+from confluent_kafka import TopicPartition
 
 from schemas.codec import Codec
 from tests.clockcam import HEIGHT, STRIP_H, Camera
-from tests.harness import Platform, wait_port
+from tests.harness import Platform
 from tests.llcheck import check_ll_media
 from topics.client import make_consumer
 from topics.specs import PARTS
@@ -103,12 +104,20 @@ class Watcher(threading.Thread):
                         run.parts_fetched += 1
 
 
-def _follow_parts(bootstrap: str, run: LlRun, stop: threading.Event) -> None:
-    """When each PartReady was produced (its record's timestamp), first time only."""
-    group = f"test-ll-{uuid.uuid4().hex[:8]}"
-    consumer = make_consumer(bootstrap, group, topics=[PARTS], **{"auto.offset.reset": "latest"})
+def _follow_parts(
+    bootstrap: str, run: LlRun, stop: threading.Event, ready: threading.Event
+) -> None:
+    """When each PartReady was produced (its record's timestamp), first time only. Reads
+    every partition from the end it has now (assigned, no group to join): `ready` then."""
+    consumer = make_consumer(bootstrap, None)
     codec = Codec()
     try:
+        partitions = consumer.list_topics(PARTS, timeout=10).topics[PARTS].partitions
+        ends = [TopicPartition(PARTS, p) for p in partitions]
+        for tp in ends:
+            tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
+        consumer.assign(ends)
+        ready.set()
         while not stop.is_set():
             message = consumer.poll(0.1)
             if message is None or message.error():
@@ -142,20 +151,17 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
     live = LlRun(platform, channel)
     base = f"http://127.0.0.1:{platform.http_port}"
     stop = threading.Event()
-    follower = threading.Thread(target=_follow_parts, args=(kafka_bootstrap, live, stop))
+    ready = threading.Event()
+    follower = threading.Thread(
+        target=_follow_parts, args=(kafka_bootstrap, live, stop, ready), daemon=True
+    )
     watcher = Watcher(live, base)
     camera: Camera | None = None
     try:
-        for role in ("ingest", "package", "http"):
-            platform.start(role, role)
-        for rung in RUNGS:
-            platform.start(f"transcode-{rung}", "transcode", "--rendition", rung)
-        wait_port(platform.rtmp_port)
-        wait_port(platform.http_port)
-        platform.wait_ready("packager", *(f"transcode.{r}" for r in RUNGS))
+        platform.start_live(RUNGS)
         platform.wait_healthy("http")
         follower.start()
-        time.sleep(5)  # the timing consumer has joined its group before the first part
+        assert ready.wait(30), "the PartReady timing consumer never reached the topic's end"
         rtmp = f"rtmp://127.0.0.1:{platform.rtmp_port}/live/{key}"
         camera = Camera(rtmp, STREAM_S, work / "camera.log")
         camera.start()
@@ -177,7 +183,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Itera
                 live.waits.append(("360p30", msn, part, answered))
 
         # a delta update, once more than CAN-SKIP-UNTIL (12 s) of segments is listed
-        while time.monotonic() < started + 24:
+        deadline = time.monotonic() + 60
+        while len([x for x in m3u8.loads(_get(media)[1].decode()).segments if x.uri]) < 8:
+            assert time.monotonic() < deadline, "fewer than 8 segments listed after 60 s"
             time.sleep(0.5)
         live.full_before_delta = _get(media)[1].decode()
         msn, part = _next_part(live.full_before_delta)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT, Platform, parse_media_playlist, wait_port
+from tests.harness import ROOT, Platform, parse_media_playlist
 from tests.mediafixtures import probe_frames
 
 pytestmark = pytest.mark.e2e
@@ -69,14 +69,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OutageRun]:
     stopped = False
     restart: threading.Timer | None = None
     try:
-        platform.start("ingest", "ingest")
-        platform.start("package", "package")
-        platform.start("http", "http")
-        for rung in RUNGS:
-            platform.start(f"transcode-{rung}", "transcode", "--rendition", rung)
-        wait_port(platform.rtmp_port)
-        wait_port(platform.http_port)
-        platform.wait_ready("packager", *(f"transcode.{r}" for r in RUNGS))
+        platform.start_live(RUNGS)
         streamer = platform.publish(key, STREAM_S, size="640x360")
         started = time.monotonic()
         playlist = platform.url(f"/live/{channel}/360p30/index.m3u8")

@@ -68,12 +68,21 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Feed, 
 URL = "/live/c/360p30/ll.m3u8"
 
 
+async def parked(registry: Registry, count: int) -> None:
+    """Until `count` playlist requests wait for a part (the origin's own gauge)."""
+    gauge = registry.gauge("onair_ll_blocked_requests", "")
+    deadline = time.monotonic() + 10
+    while gauge.value < count:
+        assert time.monotonic() < deadline, f"{gauge.value} of {count} requests parked"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_blocking_request_is_answered_when_its_part_is_listed(setup: Any) -> None:
-    client, feed, _ = setup
+    client, feed, registry = setup
     feed.upto((2, 1))
     feed.upto((2, 1), "160p30")
     request = asyncio.create_task(client.get(URL, params={"_HLS_msn": 2, "_HLS_part": 2}))
-    await asyncio.sleep(0.3)
+    await parked(registry, 1)
     assert not request.done(), "answered before the part was listed"
     feed.part(2, 2)
     started = time.monotonic()
@@ -121,7 +130,7 @@ async def test_a_thousand_waiters_are_answered_from_one_render(setup: Any) -> No
     before = renders.value
     params = {"_HLS_msn": 2, "_HLS_part": 2}
     waiters = [asyncio.create_task(client.get(URL, params=params)) for _ in range(1000)]
-    await asyncio.sleep(0.5)
+    await parked(registry, 1000)
     assert not any(w.done() for w in waiters)
     feed.part(2, 2)
     answers = await asyncio.gather(*waiters)
