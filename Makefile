@@ -32,7 +32,7 @@ FUZZ_TARGETS ?=
 FUZZ_STAMP := $(VENV)/.onair-fuzz-installed
 ATHERIS := atheris>=2.3
 
-.PHONY: help venv node system services stop up lint test fuzz faults
+.PHONY: help venv node system bench-tools services stop up lint test fuzz faults
 
 help:
 	@echo "make up        install what is missing, start Kafka + S3 and the platform"
@@ -45,6 +45,7 @@ help:
 	@echo "make faults    SIGKILL every role in turn under a live stream (bench/faults.py): the"
 	@echo "               table of what was lost and the recovery times (FAULTS_ARGS=--cluster:"
 	@echo "               on three brokers, one killed too); make test runs the same check"
+	@echo "make bench-tools  wrk and nginx (Debian's) for python -m bench.origin"
 	@echo "make venv      .venv with the project and its dev tools"
 	@echo "make system    Debian packages the tests need (ffmpeg, Java 17+, Maven, chromium)"
 	@echo "make node      node_modules from package-lock.json (hls.js, playwright-core)"
@@ -65,6 +66,9 @@ node_modules/.onair-npm-installed: package.json package-lock.json | system
 
 system:
 	@infra/system $(SYSTEM_PACKAGES)
+
+bench-tools:
+	@infra/system wrk nginx-light
 
 services: system
 	@infra/services up

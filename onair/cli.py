@@ -30,7 +30,7 @@ from typing import Any
 from onair import cli_chat, cli_vod
 from onair.cli_role import instance_id, serve_role_metrics, stop_on_signals
 from onair.supervisor import Supervisor, report_ready
-from pipeline.errors import OnairError
+from pipeline.errors import ConfigError, OnairError
 from pipeline.settings import Settings
 
 logger = logging.getLogger("onair")
@@ -349,23 +349,24 @@ def cmd_package(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_http(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
+    from gateway.http.listen import Listeners, serve
     from gateway.http.serve import build_app
 
     port = args.port if args.port is not None else settings.http_port
+    for name, path in (("ONAIR_TLS_CERT_FILE", settings.tls_cert_file),
+                       ("ONAIR_TLS_KEY_FILE", settings.tls_key_file)):  # fmt: skip
+        if path and not Path(path).is_file():
+            raise ConfigError(name, f"no such file: {path}")
     ensure_topics(settings)  # chat follows onair.chat/onair.moderation from the start
-    # uvloop + httptools: twice the small-object throughput of asyncio + h11 (README,
-    # "Benchmarks"), which LL-HLS's blocking playlist reloads need
-    uvicorn.run(
-        build_app(settings),
+    listeners = Listeners(
         host=settings.http_host,
-        port=port,
-        log_level="warning",
-        ws_max_size=65536,
-        loop="uvloop",
-        http="httptools",
+        http_port=port,
+        h2c_port=settings.h2c_port,
+        https_port=settings.https_port,
+        cert_file=settings.tls_cert_file,
+        key_file=settings.tls_key_file,
     )
+    serve(build_app(settings), listeners)
     return 0
 
 

@@ -57,6 +57,12 @@ class Settings:
     public_host: str = "localhost"
     http_host: str = "0.0.0.0"
     http_port: int = 8080
+    # HTTP/2 beside it (gateway/http/listen.py): h2c on h2c_port (0 = off), and h2 over TLS on
+    # https_port when both tls_cert_file and tls_key_file (PEM) are set
+    h2c_port: int = 8081
+    https_port: int = 8443
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     rtmp_host: str = "0.0.0.0"
     rtmp_port: int = 1935
     ladder: Ladder = field(default_factory=lambda: Ladder.parse(DEFAULT_LADDER))
@@ -126,6 +132,15 @@ class Settings:
         take("ONAIR_PUBLIC_HOST", "public_host", lambda n, r: r)
         take("ONAIR_HTTP_HOST", "http_host", lambda n, r: r)
         take("ONAIR_HTTP_PORT", "http_port", lambda n, r: _int(n, r, 0, 65535))
+        take("ONAIR_H2C_PORT", "h2c_port", lambda n, r: _int(n, r, 0, 65535))
+        take("ONAIR_HTTPS_PORT", "https_port", lambda n, r: _int(n, r, 1, 65535))
+        take("ONAIR_TLS_CERT_FILE", "tls_cert_file", lambda n, r: r)
+        take("ONAIR_TLS_KEY_FILE", "tls_key_file", lambda n, r: r)
+        if bool(values.get("tls_cert_file")) != bool(values.get("tls_key_file")):
+            given, missing = ("ONAIR_TLS_CERT_FILE", "ONAIR_TLS_KEY_FILE")[
+                :: 1 if values.get("tls_cert_file") else -1
+            ]
+            raise ConfigError(given, f"set without {missing}: HTTPS needs both")
         take("ONAIR_RTMP_HOST", "rtmp_host", lambda n, r: r)
         take("ONAIR_RTMP_PORT", "rtmp_port", lambda n, r: _int(n, r, 0, 65535))
         take("ONAIR_LADDER", "ladder", lambda n, r: Ladder.parse(r, n))

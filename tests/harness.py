@@ -49,6 +49,7 @@ class Platform:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.rtmp_port = free_port()
         self.http_port = free_port()
+        self.h2c_port = free_port()
         self.prefix = f"e2e-{uuid.uuid4().hex[:8]}"
         # consumer groups of its own: no harness ever shares partitions with another one, and
         # new groups start at the live edge (see `wait_ready`)
@@ -65,6 +66,7 @@ class Platform:
             "ONAIR_RTMP_PORT": str(self.rtmp_port),
             "ONAIR_HTTP_HOST": "127.0.0.1",
             "ONAIR_HTTP_PORT": str(self.http_port),
+            "ONAIR_H2C_PORT": str(self.h2c_port),
             "ONAIR_PUBLIC_HOST": "127.0.0.1",
             "ONAIR_GROUP_PREFIX": self.group_prefix,
             **env,

@@ -87,6 +87,20 @@ def test_bad_values_name_their_variable(tmp_path: Path, variable: str, value: st
         Settings.from_env(env)
 
 
+@pytest.mark.parametrize("given", ["ONAIR_TLS_CERT_FILE", "ONAIR_TLS_KEY_FILE"])
+def test_a_certificate_needs_its_key_and_the_key_its_certificate(
+    tmp_path: Path, given: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{given}: set without ONAIR_TLS_"):
+        Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path), given: "/etc/onair/tls.pem"})
+    both = {"ONAIR_TLS_CERT_FILE": "c.pem", "ONAIR_TLS_KEY_FILE": "k.pem"}
+    settings = Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path), **both})
+    assert (settings.tls_cert_file, settings.tls_key_file, settings.https_port) == (
+        "c.pem", "k.pem", 8443
+    )  # fmt: skip
+    assert Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path)}).h2c_port == 8081
+
+
 def test_processes_starting_at_once_agree_on_the_secrets(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -27,7 +27,9 @@ ALLOWED = {
     "schemas": {"schemas", "pipeline"},
     "pipeline": {"pipeline"},
 }
-IO_LIBRARIES = {"confluent_kafka", "boto3", "botocore", "av", "starlette", "uvicorn", "faust"}
+IO_LIBRARIES = {
+    "confluent_kafka", "boto3", "botocore", "av", "starlette", "uvicorn", "hypercorn", "faust"
+}  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,0 +1,317 @@
+"""Origin throughput: `onair http` against nginx on the same store, and viewers blocked on LL-HLS.
+
+    python -m bench.origin [--seconds 5] [--runs 3] [--connections 32] [--blocked 10000]
+
+Needs the services (`make services`: `onair http` follows its Kafka topics), wrk and nginx
+(Debian's; `make bench-tools`, which this bench also runs) and Go (for the blocked viewers).
+One run:
+
+- the store: a local directory (what `make up` uses) with one live stream's objects as the
+  roles write them: the classic live media playlist of a 720p30 rung (6 segments), a 0.2 s
+  CMAF part (75 kB: 3 Mb/s) and a 1 MB MPEG-TS segment;
+- the servers, one worker process each: `onair http` (uvicorn on uvloop + httptools) and
+  nginx (`worker_processes 1`, `sendfile`, no access log) with that directory as its root;
+- `wrk -t1 -c<connections>` for `--seconds` on each object from each server, `--runs`
+  times in alternating order; the median requests/s and the ratio onair / nginx. onair's own
+  LL-HLS media playlist (rendered in memory from `onair.parts`; nginx has none) is measured
+  alone;
+- `--blocked` viewers (Go, bench/origin_blockers.go: one connection each) send a blocking
+  reload for the next part (`_HLS_msn`/`_HLS_part`); once the origin counts them all parked,
+  the part is written to the store and its PartReady produced on the real broker, as a
+  transcode worker does. Wake-up delay = when a viewer has its whole answer minus just before
+  the record was produced: p50, p99, max, and the playlist renders it cost.
+
+Goal (issue 10): playlists ≥ 0.3 x nginx (≥ 15,000 req/s), segments ≥ 1.0 x nginx, blocked
+wake-up p99 ≤ 50 ms. Each server and wrk share the machine's cores: the load average is
+printed with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.machine import describe
+from objectstore.local import LocalStore
+from pipeline import keys
+from pipeline.playlist import SegmentEntry, render_media_playlist
+from tests.harness import Platform, free_port
+from tests.llfeed import PartFeed
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCKERS = Path(__file__).with_name("origin_blockers.go")
+RENDITION = "720p30"
+IMMUTABLE = "public, max-age=31536000, immutable"
+GOAL = {"playlist": 0.3, "segment": 1.0}
+
+
+class Objects:
+    """The live stream's objects in the store, and where each server serves them."""
+
+    def __init__(self, store: LocalStore, channel: str, stream_id: str) -> None:
+        self.store, self.channel, self.stream_id = store, channel, stream_id
+        now_ms = int(time.time() * 1000)
+        entries = [
+            SegmentEntry(
+                n,
+                180_000,
+                keys.live_segment_uri(stream_id, n),
+                program_date_time_ms=now_ms + 2000 * n,
+            )
+            for n in range(100, 106)
+        ]
+        self.playlist_key = keys.live_media_key(channel, RENDITION)
+        store.put(
+            self.playlist_key,
+            render_media_playlist(entries, media_sequence=100).encode(),
+            content_type="application/vnd.apple.mpegurl",
+            cache_control="public, max-age=1",
+        )
+        self.segment_key = keys.segment_key(stream_id, RENDITION, 105)
+        store.put(self.segment_key, os.urandom(1024 * 1024), content_type="video/mp2t",
+                  cache_control=IMMUTABLE)  # fmt: skip
+        self.part_key = keys.cmaf_key(stream_id, RENDITION, keys.cmaf_segment_name(105, 3))
+        store.put(self.part_key, os.urandom(75_000), content_type="video/iso.segment",
+                  cache_control=IMMUTABLE)  # fmt: skip
+
+    def onair_paths(self) -> dict[str, str]:
+        folder = f"/live/{self.channel}/{RENDITION}"
+        return {
+            "playlist": f"{folder}/index.m3u8",
+            "part": f"{folder}/{self.stream_id}/{self.part_key.rsplit('/', 1)[1]}",
+            "segment": f"{folder}/{self.stream_id}/{self.segment_key.rsplit('/', 1)[1]}",
+            "ll playlist": f"{folder}/ll.m3u8",
+        }
+
+    def nginx_paths(self) -> dict[str, str]:
+        return {"playlist": f"/{self.playlist_key}", "part": f"/{self.part_key}",
+                "segment": f"/{self.segment_key}"}  # fmt: skip
+
+
+def start_nginx(work: Path, root: Path, port: int) -> subprocess.Popen[bytes]:
+    prefix = work / "nginx"
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    # as root, nginx's worker would run as nobody: the store's files are its owner's alone
+    user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+    conf.write_text(f"""
+{user}
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; video/iso.segment m4s; }}
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+""")
+    log = (prefix / "out.log").open("wb")  # nginx writes it
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(conf)], stderr=subprocess.STDOUT, stdout=log
+    )
+    deadline = time.monotonic() + 10
+    while subprocess.run(["curl", "-sf", "-o", "/dev/null", f"http://127.0.0.1:{port}/"],
+                         check=False).returncode not in (0, 22):  # fmt: skip
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"nginx did not start: {(prefix / 'error.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def wrk(url: str, seconds: float, connections: int) -> float:
+    """Requests per second, or 0 when any request failed or was not a 2xx."""
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
+        capture_output=True, text=True, timeout=seconds + 60, check=False,
+    )  # fmt: skip
+    text = result.stdout
+    if result.returncode != 0 or "Non-2xx" in text or "Socket errors" in text:
+        print(f"wrk {url}: {text[-800:]} {result.stderr[-400:]}", file=sys.stderr)
+        return 0.0
+    found = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    return float(found.group(1)) if found else 0.0
+
+
+def metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (len(line) == len(name) or line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def build_blockers(work: Path) -> Path:
+    binary = work / "origin-blockers"
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(ROOT / ".cache" / "go-build")}
+    subprocess.run(["go", "build", "-o", str(binary), str(BLOCKERS)], check=True, env=env,
+                   cwd=work, timeout=300)  # fmt: skip
+    return binary
+
+
+def blocked_wakeup(platform: Platform, feed: PartFeed, binary: Path, count: int) -> dict[str, Any]:
+    """`count` viewers parked on the next part; the part lands; how long until each has it."""
+    feed.publish_upto((3, 0))
+    playlist = f"/live/{feed.channel}/{RENDITION}/ll.m3u8"
+    deadline = time.monotonic() + 30
+    while b"000003.0.m4s" not in (platform.get_or_none(playlist) or b""):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the LL origin never listed the bench's parts")
+        time.sleep(0.1)
+    before = platform.get("/metrics").decode()
+    viewers = subprocess.Popen(
+        [str(binary), "-addr", f"127.0.0.1:{platform.http_port}", "-n", str(count),
+         "-path", f"{playlist}?_HLS_msn=3&_HLS_part=1"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert viewers.stdout is not None
+    started = time.monotonic()
+    if viewers.stdout.readline().strip() != "ready":
+        raise RuntimeError("the blocked viewers did not start")
+    parked = 0.0
+    while parked < count and time.monotonic() - started < 5.5:
+        parked = metric(platform.get("/metrics").decode(), "onair_ll_blocked_requests")
+        time.sleep(0.05)
+    parked_after_s = time.monotonic() - started
+    record = feed.store_part(3, 1)
+    produced_ns = time.time_ns()
+    feed.announce(record)
+    feed.flush()
+    out, _ = viewers.communicate(timeout=120)
+    answers = json.loads(out)
+    after = platform.get("/metrics").decode()
+    delays = sorted((done - produced_ns) / 1e6 for done in answers["done_ns"])
+    return {
+        "viewers": count,
+        "parked": int(parked),
+        "parked_after_s": parked_after_s,
+        "statuses": answers["statuses"],
+        "errors": answers["errors"],
+        "first_ms": delays[0] if delays else math_nan(),
+        "p50_ms": percentile(delays, 50),
+        "p99_ms": percentile(delays, 99),
+        "max_ms": delays[-1] if delays else math_nan(),
+        "renders": metric(after, "onair_ll_playlist_renders_total")
+        - metric(before, "onair_ll_playlist_renders_total"),
+    }
+
+
+def math_nan() -> float:
+    return float("nan")
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return math_nan()
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.origin", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--blocked", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    subprocess.run(["make", "-s", "bench-tools"], cwd=ROOT, check=True)  # wrk, nginx
+    if shutil.which("go") is None:
+        raise SystemExit("bench.origin needs Go for its blocked viewers (bench/origin_blockers.go)")
+    work = Path(tempfile.mkdtemp(prefix="onair-origin-"))
+    store_dir = work / "store"
+    store = LocalStore(store_dir)
+    platform = Platform(work, ONAIR_STORAGE_URL=str(store_dir))
+    channel, stream_id = f"origin_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    objects = Objects(store, channel, stream_id)
+    binary = build_blockers(work)
+    nginx_port = free_port()
+    nginx = start_nginx(work, store_dir, nginx_port)
+    print(describe(), flush=True)
+    try:
+        platform.start("http", "http")
+        platform.wait_healthy("http")
+        bootstrap = os.environ.get("ONAIR_KAFKA_BOOTSTRAP", "localhost:9092")
+        feed = PartFeed(store, bootstrap, channel, stream_id, RENDITION)
+        feed.publish(0, 0)
+        onair_base = f"http://127.0.0.1:{platform.http_port}"
+        nginx_base = f"http://127.0.0.1:{nginx_port}"
+        onair_paths, nginx_paths = objects.onair_paths(), objects.nginx_paths()
+        for path in onair_paths.values():
+            platform.get(path)  # every object answers 200 before anything is timed
+        rates: dict[tuple[str, str], list[float]] = {}
+        for run in range(args.runs):
+            for name in onair_paths:
+                servers = [("onair", onair_base + onair_paths[name])]
+                if name in nginx_paths:
+                    servers.append(("nginx", nginx_base + nginx_paths[name]))
+                if run % 2:
+                    servers.reverse()
+                for server, url in servers:
+                    rate = wrk(url, args.seconds, args.connections)
+                    rates.setdefault((name, server), []).append(rate)
+        print(f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, median of {args.runs} "
+              f"(req/s; one worker process per server; load avg now "
+              f"{os.getloadavg()[0]:.2f})")  # fmt: skip
+        print(f"  {'object':<12} {'onair':>9} {'nginx':>9} {'ratio':>7}  goal")
+        met = True
+        for name in onair_paths:
+            onair = statistics.median(rates[(name, "onair")])
+            nginx_rate = statistics.median(rates.get((name, "nginx"), [0.0]))
+            ratio = onair / nginx_rate if nginx_rate else float("nan")
+            goal = GOAL.get(name)
+            verdict = ""
+            if goal is not None:
+                ok = ratio >= goal and onair > 0
+                met &= ok
+                verdict = f"≥ {goal:g}x nginx: {'met' if ok else 'NOT met'}"
+            nginx_text = f"{nginx_rate:>9.0f}" if nginx_rate else f"{'-':>9}"
+            print(f"  {name:<12} {onair:>9.0f} {nginx_text} {ratio:>7.2f}  {verdict}")
+        wake = blocked_wakeup(platform, feed, binary, args.blocked)
+        print(
+            f"{wake['viewers']} viewers blocked on the next part ({wake['parked']} parked after "
+            f"{wake['parked_after_s']:.1f} s): answers {wake['statuses']}; wake-up (record "
+            f"produced → whole answer) first {wake['first_ms']:.0f} ms, p50 "
+            f"{wake['p50_ms']:.0f} ms, p99 {wake['p99_ms']:.0f} ms, max {wake['max_ms']:.0f} ms; "
+            f"{wake['renders']:.0f} playlist renders"
+        )
+        if wake["errors"]:
+            print(f"  client errors: {wake['errors'][:5]}")
+        wake_ok = wake["p99_ms"] <= 50 and wake["statuses"].get("200", 0) == args.blocked
+        met &= wake_ok
+        print(f"  goal p99 ≤ 50 ms, every viewer 200: {'met' if wake_ok else 'NOT met'}")
+        print(describe())
+        return 0 if met else 1
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        platform.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

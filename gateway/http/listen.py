@@ -1,0 +1,151 @@
+"""How `onair http` listens: one process, one event loop, one app, up to three ports.
+
+    :8080  HTTP/1.1        uvicorn on uvloop + httptools (the small-object throughput that
+                           LL-HLS's blocking playlist reloads need; README "Benchmarks")
+    :8081  h2c + HTTP/1.1  hypercorn: HTTP/2 in clear text, by prior knowledge or Upgrade (what
+                           a CDN or a load balancer speaks to its origins)
+    :8443  h2 + HTTP/1.1   hypercorn over TLS, ALPN `h2`, `http/1.1`; only when a certificate
+                           and its key are configured (Safari plays LL-HLS over HTTP/2)
+
+Every port serves the same Starlette app, so one object cache, one set of LL-HLS waiters and
+one chat service answer all of them. uvicorn runs the app's lifespan (the tables, chat, the
+LL-HLS follower); hypercorn starts once that is done and stops first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+import uvloop
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from pipeline.errors import OnairError
+
+logger = logging.getLogger(__name__)
+
+WS_MAX_BYTES = 65536  # a chat frame is at most 16 KiB of text (ONAIR_CHAT_MAX_FRAME_CHARS)
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    host: str
+    http_port: int
+    h2c_port: int = 0  # 0: no clear-text HTTP/2 port
+    https_port: int = 0  # used when cert_file and key_file are set
+    cert_file: str = ""
+    key_file: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.cert_file and self.key_file and self.https_port)
+
+    @property
+    def http2(self) -> bool:
+        return bool(self.h2c_port) or self.tls
+
+
+def serve(app: ASGIApp, listeners: Listeners) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn's handlers), then stop gracefully."""
+    if not listeners.http2:
+        uvicorn.run(
+            app,
+            host=listeners.host,
+            port=listeners.http_port,
+            log_level="warning",
+            ws_max_size=WS_MAX_BYTES,
+            loop="uvloop",
+            http="httptools",
+        )
+        return
+    uvloop.run(_serve_both(app, listeners))
+
+
+def hypercorn_config(listeners: Listeners) -> HypercornConfig:
+    config = HypercornConfig()
+    config.loglevel = "WARNING"
+    config.accesslog = None
+    config.websocket_max_message_size = WS_MAX_BYTES
+    clear = [f"{listeners.host}:{listeners.h2c_port}"] if listeners.h2c_port else []
+    if listeners.tls:
+        config.certfile, config.keyfile = listeners.cert_file, listeners.key_file
+        config.bind = [f"{listeners.host}:{listeners.https_port}"]
+        config.insecure_bind = clear
+    else:
+        config.bind = clear
+    return config
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, stopping the HTTP/2 listeners before its own connections and the lifespan."""
+
+    def __init__(self, config: uvicorn.Config, stop_http2: asyncio.Event) -> None:
+        super().__init__(config)
+        self.stop_http2 = stop_http2
+        self.http2: asyncio.Task[None] | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.stop_http2.set()
+        if self.http2 is not None:
+            await asyncio.gather(self.http2, return_exceptions=True)
+        await super().shutdown(sockets)
+
+
+async def _serve_both(app: ASGIApp, listeners: Listeners) -> None:
+    stop_http2 = asyncio.Event()
+    config = uvicorn.Config(
+        app,
+        host=listeners.host,
+        port=listeners.http_port,
+        log_level="warning",
+        ws_max_size=WS_MAX_BYTES,
+        http="httptools",
+    )
+    server = _Server(config, stop_http2)
+    main = asyncio.create_task(server.serve())
+    while not server.started:  # the lifespan has run: the tables are read
+        if main.done():
+            await main  # it failed to start: its error (or its exit) is ours
+            return
+        await asyncio.sleep(0.02)
+    h2_app: Any = _without_lifespan(app)  # hypercorn types ASGI apps more narrowly
+    server.http2 = asyncio.create_task(
+        hypercorn_serve(h2_app, hypercorn_config(listeners), shutdown_trigger=stop_http2.wait)
+    )
+    done, _ = await asyncio.wait({main, server.http2}, return_when=asyncio.FIRST_COMPLETED)
+    if server.http2 in done and not stop_http2.is_set():  # not uvicorn's shutdown: a failure
+        error = server.http2.exception()
+        logger.error("the HTTP/2 listeners stopped (%s): stopping", error or "no error")
+        server.should_exit = True
+        await main
+        if error is not None:
+            ports = ", ".join(
+                hypercorn_config(listeners).bind + hypercorn_config(listeners).insecure_bind
+            )
+            raise OnairError(f"cannot serve HTTP/2 on {ports}: {error}") from error
+        return
+    await main
+
+
+def _without_lifespan(app: ASGIApp) -> ASGIApp:
+    """The app for the second server: its lifespan is uvicorn's to run, once."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return wrapped
