@@ -42,7 +42,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.http.mw_metrics import MetricsMiddleware
 from gateway.http.player import PlayerPages, VodLookup
 from gateway.origin.cache import CacheConfig, ObjectCache
-from gateway.origin.hls import HlsOrigin, PartWaiter
+from gateway.origin.hls import FastLane, HlsOrigin, PartWaiter
 from pipeline import metrics
 from pipeline.errors import (
     AuthError,
@@ -118,7 +118,11 @@ def create_app(
     app = Starlette(
         debug=debug,
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, registry=registry), *middleware],
+        middleware=[
+            Middleware(MetricsMiddleware, registry=registry),
+            Middleware(FastLane, origin=origin),
+            *middleware,
+        ],
         exception_handlers={OnairError: onair_error, HTTPException: http_error},
         lifespan=lifespan,
     )

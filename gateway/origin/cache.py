@@ -158,6 +158,14 @@ class ObjectCache:
             raise ObjectNotFound(key)
         return obj
 
+    def peek(self, key: str) -> StoredObject | None:
+        """The object when the cache holds it fresh (a hit, counted as one), else None."""
+        entry = self._fresh(key)
+        if entry is None or entry.obj is None:
+            return None
+        self._hits.inc()
+        return entry.obj
+
     async def get_or_head(self, key: str) -> StoredObject | ObjectInfo:
         """The object when the cache holds it or it fits the cache (read through `get`), else
         only its metadata (`head()`): the caller reads ranges of it from the store."""

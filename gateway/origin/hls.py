@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.origin.cache import ObjectCache
 from pipeline import keys
@@ -304,19 +305,25 @@ class HlsOrigin:
         )
 
 
+def object_headers(cache_control: str, etag: str, *, ranges: bool) -> dict[str, str]:
+    """What every answer of an object carries (its 200, 206, 304 and 416 alike)."""
+    headers = {
+        **CORS_HEADERS,
+        "cache-control": cache_control or DEFAULT_CACHE_CONTROL,
+        "etag": f'"{etag}"',
+    }
+    if ranges:
+        headers["accept-ranges"] = "bytes"
+    return headers
+
+
 def _answer(
     request: Request, info: ObjectInfo, *, ranges: bool
 ) -> Response | tuple[tuple[int, int], int, dict[str, str]]:
     """The conditional and range logic shared by cached and large objects: a finished
     response (304, 416), or the inclusive span to send with its status and headers."""
-    etag = f'"{info.etag}"'
-    headers = {
-        **CORS_HEADERS,
-        "cache-control": info.cache_control or DEFAULT_CACHE_CONTROL,
-        "etag": etag,
-    }
-    if ranges:
-        headers["accept-ranges"] = "bytes"
+    headers = object_headers(info.cache_control, info.etag, ranges=ranges)
+    etag = headers["etag"]
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
@@ -333,3 +340,62 @@ def _answer(
             span, status = requested, 206
             headers["content-range"] = f"bytes {span[0]}-{span[1]}/{info.size}"
     return span, status, headers
+
+
+class FastLane:
+    """ASGI middleware in front of the router: a plain GET of an object the cache holds
+    fresh (a live playlist, a segment, a part; the requests LL-HLS viewers make by the
+    thousand) is answered here, without the Request, routing and endpoint layers — the same
+    status, headers and body the route sends (tests/unit/origin/test_fast_lane.py holds
+    them equal), counted under the same route by the metrics middleware outside it. Anything
+    else goes on to the app: HEAD, OPTIONS, a conditional or ranged request, a byte-range
+    route, a percent-encoded path, an object not fresh in the cache."""
+
+    _PASS_HEADERS = frozenset({b"range", b"if-none-match", b"if-range"})
+
+    def __init__(self, app: ASGIApp, origin: HlsOrigin) -> None:
+        self.app = app
+        self.cache = origin.cache
+        self.lanes = [
+            (spec, route)
+            for spec, route in zip(ORIGIN_ROUTES, origin.routes, strict=True)
+            if not spec.ranges and isinstance(route, Route)
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            hit = self._hit(scope)
+            if hit is not None:
+                route, obj = hit
+                scope["route"] = route  # the metrics middleware's label
+                headers = object_headers(obj.cache_control, obj.etag, ranges=False)
+                response = Response(obj.body, media_type=content_type_for(obj.key), headers=headers)
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": response.raw_headers})  # fmt: skip
+                await send({"type": "http.response.body", "body": obj.body})
+                return
+        await self.app(scope, receive, send)
+
+    def _hit(self, scope: Scope) -> tuple[Route, StoredObject] | None:
+        path: str = scope["path"]
+        if not path.startswith(("/live/", "/vod/")):
+            return None
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        if b"%" in raw_path or b"\\" in raw_path:
+            return None
+        if any(name in self._PASS_HEADERS for name, _ in scope["headers"]):
+            return None
+        for spec, route in self.lanes:
+            match = route.path_regex.match(path)
+            if match is None:
+                continue
+            key = spec.key_for(match.groupdict())
+            if key is None:
+                return None
+            try:
+                key = check_key(key)
+            except StoreError:
+                return None
+            obj = self.cache.peek(key)
+            return None if obj is None else (route, obj)
+        return None
