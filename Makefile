@@ -45,7 +45,7 @@ help:
 	@echo "make faults    SIGKILL every role in turn under a live stream (bench/faults.py): the"
 	@echo "               table of what was lost and the recovery times (FAULTS_ARGS=--cluster:"
 	@echo "               on three brokers, one killed too); make test runs the same check"
-	@echo "make bench-tools  wrk and nginx (Debian's) for python -m bench.origin"
+	@echo "make bench-tools  wrk, nginx and h2load (Debian's) for python -m bench.origin"
 	@echo "make venv      .venv with the project and its dev tools"
 	@echo "make system    Debian packages the tests need (ffmpeg, Java 17+, Maven, chromium)"
 	@echo "make node      node_modules from package-lock.json (hls.js, playwright-core)"
@@ -68,7 +68,7 @@ system:
 	@infra/system $(SYSTEM_PACKAGES)
 
 bench-tools:
-	@infra/system wrk nginx-light
+	@infra/system wrk nginx-light nghttp2-client
 
 services: system
 	@infra/services up

@@ -27,6 +27,7 @@ switches_per_min, latency_s}}}`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -279,6 +280,20 @@ def goal_lines(results: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def scaled_lowest(media: Media, factor: float) -> Media:
+    """The media with its lowest rung's segments and parts `factor` times their size."""
+    low = media.rungs[0]
+    low = dataclasses.replace(
+        low,
+        name=f"{low.name} x{factor:g}",
+        peak_bps=round(low.peak_bps * factor),
+        average_bps=round(low.average_bps * factor),
+        segment_bytes=tuple(round(b * factor) for b in low.segment_bytes),
+        part_bytes=tuple(tuple(round(b * factor) for b in p) for p in low.part_bytes),
+    )
+    return dataclasses.replace(media, rungs=(low, *media.rungs[1:]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.abr", description=__doc__.split("\n")[0])
     parser.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
@@ -287,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--controllers", default=",".join(CONTROLLERS))
     parser.add_argument("--jobs", type=int, default=usable_cores())
     parser.add_argument("--json", action="store_true", help="print only the JSON figures")
+    parser.add_argument(
+        "--lowest-scale",
+        type=float,
+        default=1.0,
+        help="what-if: the lowest rung's bytes times this (a cheaper bottom rung: e.g. 0.65 "
+        "for low-bitrate audio and fMP4 instead of copied AAC in MPEG-TS)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
     regimes = [r for r in args.regimes.split(",") if r]
@@ -297,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown regime or controller: {', '.join(unknown)}")
     media = load_media()
+    if args.lowest_scale != 1.0:
+        if not 0 < args.lowest_scale <= 4:
+            parser.error("--lowest-scale must be in (0, 4]")
+        media = scaled_lowest(media, args.lowest_scale)
     traces = load_traces(args.traces)
     started = time.monotonic()
     if args.json:

@@ -2,8 +2,8 @@
 
     python -m bench.origin [--seconds 5] [--runs 3] [--connections 32] [--blocked 10000]
 
-Needs the services (`make services`: `onair http` follows its Kafka topics), wrk and nginx
-(Debian's; `make bench-tools`, which this bench also runs) and Go (for the blocked viewers).
+Needs the services (`make services`: `onair http` follows its Kafka topics), wrk, h2load and
+nginx (Debian's; `make bench-tools`, which this bench also runs) and Go (the blocked viewers).
 One run:
 
 - the store: a local directory (what `make up` uses) with one live stream's objects as the
@@ -14,7 +14,8 @@ One run:
 - `wrk -t1 -c<connections>` for `--seconds` on each object from each server, `--runs`
   times in alternating order; the median requests/s and the ratio onair / nginx. onair's own
   LL-HLS media playlist (rendered in memory from `onair.parts`; nginx has none) is measured
-  alone;
+  alone; then the playlist over HTTP/2 in clear text (`h2load`, 10 streams a connection)
+  from onair's h2c port and an nginx `http2` listener;
 - `--blocked` viewers (Go, bench/origin_blockers.go: one connection each) send a blocking
   reload for the next part (`_HLS_msn`/`_HLS_part`); once the origin counts them all parked,
   the part is written to the store and its PartReady produced on the real broker, as a
@@ -100,7 +101,7 @@ class Objects:
                 "segment": f"/{self.segment_key}"}  # fmt: skip
 
 
-def start_nginx(work: Path, root: Path, port: int) -> subprocess.Popen[bytes]:
+def start_nginx(work: Path, root: Path, port: int, h2c_port: int) -> subprocess.Popen[bytes]:
     prefix = work / "nginx"
     prefix.mkdir()
     conf = prefix / "nginx.conf"
@@ -126,6 +127,7 @@ http {{
     scgi_temp_path {prefix}/scgi;
     server {{
         listen 127.0.0.1:{port};
+        listen 127.0.0.1:{h2c_port} http2;
         root {root};
     }}
 }}
@@ -155,6 +157,24 @@ def wrk(url: str, seconds: float, connections: int) -> float:
         return 0.0
     found = re.search(r"Requests/sec:\s+([\d.]+)", text)
     return float(found.group(1)) if found else 0.0
+
+
+def h2load(url: str, seconds: float, connections: int) -> float:
+    """Requests per second over h2c (prior knowledge), 10 streams per connection; 0 when
+    any request failed."""
+    result = subprocess.run(
+        ["h2load", "-c", str(connections), "-m", "10", "-D", f"{seconds:g}", url],
+        capture_output=True, text=True, timeout=seconds + 60, check=False,
+    )  # fmt: skip
+    text = result.stdout
+    found = re.search(r"finished in [^,]+, ([\d.]+) req/s", text)
+    failed = re.search(r"(\d+) failed, (\d+) errored", text)
+    status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    bad = failed is None or failed.group(1) != "0" or failed.group(2) != "0"
+    if result.returncode != 0 or found is None or bad or status is None or status.group(1) == "0":
+        print(f"h2load {url}: {text[-800:]} {result.stderr[-400:]}", file=sys.stderr)
+        return 0.0
+    return float(found.group(1))
 
 
 def metric(text: str, name: str) -> float:
@@ -193,7 +213,7 @@ def blocked_wakeup(platform: Platform, feed: PartFeed, binary: Path, count: int)
     if viewers.stdout.readline().strip() != "ready":
         raise RuntimeError("the blocked viewers did not start")
     parked = 0.0
-    while parked < count and time.monotonic() - started < 5.5:
+    while parked < count and time.monotonic() - started < 10:
         parked = metric(platform.get("/metrics").decode(), "onair_ll_blocked_requests")
         time.sleep(0.05)
     parked_after_s = time.monotonic() - started
@@ -245,12 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="onair-origin-"))
     store_dir = work / "store"
     store = LocalStore(store_dir)
-    platform = Platform(work, ONAIR_STORAGE_URL=str(store_dir))
+    # 4 s segments: a blocked request is answered 503 after three target durations (12 s),
+    # longer than ten thousand connections take to open on two cores
+    platform = Platform(work, ONAIR_STORAGE_URL=str(store_dir), ONAIR_SEGMENT_TARGET_S="4")
     channel, stream_id = f"origin_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     objects = Objects(store, channel, stream_id)
     binary = build_blockers(work)
-    nginx_port = free_port()
-    nginx = start_nginx(work, store_dir, nginx_port)
+    nginx_port, nginx_h2c_port = free_port(), free_port()
+    nginx = start_nginx(work, store_dir, nginx_port, nginx_h2c_port)
     print(describe(), flush=True)
     try:
         platform.start("http", "http")
@@ -291,6 +313,20 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = f"≥ {goal:g}x nginx: {'met' if ok else 'NOT met'}"
             nginx_text = f"{nginx_rate:>9.0f}" if nginx_rate else f"{'-':>9}"
             print(f"  {name:<12} {onair:>9.0f} {nginx_text} {ratio:>7.2f}  {verdict}")
+        h2: dict[str, list[float]] = {}
+        h2_urls = {
+            "onair": f"http://127.0.0.1:{platform.h2c_port}{onair_paths['playlist']}",
+            "nginx": f"http://127.0.0.1:{nginx_h2c_port}{nginx_paths['playlist']}",
+        }
+        for run in range(args.runs):
+            for server in sorted(h2_urls, reverse=bool(run % 2)):
+                h2.setdefault(server, []).append(
+                    h2load(h2_urls[server], args.seconds, args.connections)
+                )
+        onair_h2, nginx_h2 = (statistics.median(h2[s]) for s in ("onair", "nginx"))
+        h2_ratio = onair_h2 / nginx_h2 if nginx_h2 else float("nan")
+        print(f"  {'playlist h2c':<12} {onair_h2:>9.0f} {nginx_h2:>9.0f} {h2_ratio:>7.2f}  "
+              f"(h2load -c{args.connections} -m10; onair's h2c port: hypercorn)")  # fmt: skip
         wake = blocked_wakeup(platform, feed, binary, args.blocked)
         print(
             f"{wake['viewers']} viewers blocked on the next part ({wake['parked']} parked after "
