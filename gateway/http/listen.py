@@ -53,18 +53,13 @@ class Listeners:
 
 def serve(app: ASGIApp, listeners: Listeners) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's handlers), then stop gracefully."""
-    if not listeners.http2:
-        uvicorn.run(
-            app,
-            host=listeners.host,
-            port=listeners.http_port,
-            log_level="warning",
-            ws_max_size=WS_MAX_BYTES,
-            loop="uvloop",
-            http="httptools",
-        )
-        return
-    uvloop.run(_serve_both(app, listeners))
+    config = uvicorn.Config(app, host=listeners.host, port=listeners.http_port,
+                            log_level="warning", ws_max_size=WS_MAX_BYTES, loop="uvloop",
+                            http="httptools")  # fmt: skip
+    if listeners.http2:
+        uvloop.run(_serve_both(app, config, listeners))
+    else:
+        uvicorn.Server(config).run()
 
 
 def hypercorn_config(listeners: Listeners) -> HypercornConfig:
@@ -97,16 +92,8 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-async def _serve_both(app: ASGIApp, listeners: Listeners) -> None:
+async def _serve_both(app: ASGIApp, config: uvicorn.Config, listeners: Listeners) -> None:
     stop_http2 = asyncio.Event()
-    config = uvicorn.Config(
-        app,
-        host=listeners.host,
-        port=listeners.http_port,
-        log_level="warning",
-        ws_max_size=WS_MAX_BYTES,
-        http="httptools",
-    )
     server = _Server(config, stop_http2)
     main = asyncio.create_task(server.serve())
     while not server.started:  # the lifespan has run: the tables are read
@@ -115,8 +102,9 @@ async def _serve_both(app: ASGIApp, listeners: Listeners) -> None:
             return
         await asyncio.sleep(0.02)
     h2_app: Any = _without_lifespan(app)  # hypercorn types ASGI apps more narrowly
+    h2_config = hypercorn_config(listeners)
     server.http2 = asyncio.create_task(
-        hypercorn_serve(h2_app, hypercorn_config(listeners), shutdown_trigger=stop_http2.wait)
+        hypercorn_serve(h2_app, h2_config, shutdown_trigger=stop_http2.wait)
     )
     done, _ = await asyncio.wait({main, server.http2}, return_when=asyncio.FIRST_COMPLETED)
     if server.http2 in done and not stop_http2.is_set():  # not uvicorn's shutdown: a failure
@@ -125,9 +113,7 @@ async def _serve_both(app: ASGIApp, listeners: Listeners) -> None:
         server.should_exit = True
         await main
         if error is not None:
-            ports = ", ".join(
-                hypercorn_config(listeners).bind + hypercorn_config(listeners).insecure_bind
-            )
+            ports = ", ".join(h2_config.bind + h2_config.insecure_bind)
             raise OnairError(f"cannot serve HTTP/2 on {ports}: {error}") from error
         return
     await main
