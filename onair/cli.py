@@ -395,6 +395,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     stop_on_signals(supervisor.stop)
     print("onair is starting: " + ", ".join(roles))
     _print_key(settings, "demo", key, as_json=False)
+    http2 = [f"h2c :{settings.h2c_port}"] if settings.h2c_port else []
+    if settings.tls_cert_file:
+        http2.append(f"h2 over TLS https://{settings.public_host}:{settings.https_port}/")
+    if http2:
+        print(f"http/2:       {', '.join(http2)}")
     print(f"logs:         {log_dir}/")
     print(f"metrics:      :{settings.http_port}/metrics, :{base}-{base + 2}, :{base + 9}+")
     print("stop with Ctrl-C", flush=True)
