@@ -25,11 +25,20 @@ ROOT = Path(__file__).resolve().parent.parent
 HEALTH_ROLES = ("ingest", "package", "transcode", "vod")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on now, and never one this process handed out before: a role
+    binds its port a second or so after it is chosen, and the kernel may offer the same free
+    port to the next caller meanwhile (a role then died on `Address already in use`)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_port(port: int, timeout_s: float = 30.0) -> None:

@@ -22,11 +22,13 @@ from typing import Any
 
 import uvicorn
 import uvloop
-from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipeline.errors import OnairError
+from pipeline.errors import ConfigError, OnairError
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +54,32 @@ class Listeners:
 
 
 def serve(app: ASGIApp, listeners: Listeners) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn's handlers), then stop gracefully."""
+    """Serve until SIGINT/SIGTERM (uvicorn's handlers), then stop gracefully. The HTTP/2 ports
+    are bound and the certificate loaded first, so a taken port or a bad certificate stops the
+    process before it ever reports healthy."""
     config = uvicorn.Config(app, host=listeners.host, port=listeners.http_port,
                             log_level="warning", ws_max_size=WS_MAX_BYTES, loop="uvloop",
                             http="httptools")  # fmt: skip
-    if listeners.http2:
-        uvloop.run(_serve_both(app, config, listeners))
-    else:
+    if not listeners.http2:
         uvicorn.Server(config).run()
+        return
+    h2_config = hypercorn_config(listeners)
+    if listeners.tls:
+        try:
+            h2_config.create_ssl_context()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(
+                "ONAIR_TLS_CERT_FILE", f"cannot use it with ONAIR_TLS_KEY_FILE: {exc}"
+            ) from exc
+    try:
+        sockets = h2_config.create_sockets()
+    except OSError as exc:
+        ports = ", ".join(h2_config.bind + h2_config.insecure_bind)
+        raise ConfigError(
+            "ONAIR_H2C_PORT" if not listeners.tls else "ONAIR_H2C_PORT/ONAIR_HTTPS_PORT",
+            f"cannot listen on {ports}: {exc}",
+        ) from exc
+    uvloop.run(_serve_both(app, config, h2_config, sockets))
 
 
 def hypercorn_config(listeners: Listeners) -> HypercornConfig:
@@ -78,7 +98,8 @@ def hypercorn_config(listeners: Listeners) -> HypercornConfig:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, stopping the HTTP/2 listeners before its own connections and the lifespan."""
+    """uvicorn, closing its listener and then stopping the HTTP/2 listeners before it closes
+    its own connections and runs the lifespan's shutdown."""
 
     def __init__(self, config: uvicorn.Config, stop_http2: asyncio.Event) -> None:
         super().__init__(config)
@@ -86,25 +107,33 @@ class _Server(uvicorn.Server):
         self.http2: asyncio.Task[None] | None = None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for listener in self.servers:
+            listener.close()  # no new HTTP/1.1 connections while HTTP/2 drains
         self.stop_http2.set()
         if self.http2 is not None:
             await asyncio.gather(self.http2, return_exceptions=True)
         await super().shutdown(sockets)
 
 
-async def _serve_both(app: ASGIApp, config: uvicorn.Config, listeners: Listeners) -> None:
+async def _serve_both(
+    app: ASGIApp, config: uvicorn.Config, h2_config: HypercornConfig, sockets: Sockets
+) -> None:
     stop_http2 = asyncio.Event()
     server = _Server(config, stop_http2)
     main = asyncio.create_task(server.serve())
     while not server.started:  # the lifespan has run: the tables are read
         if main.done():
-            await main  # it failed to start: its error (or its exit) is ours
-            return
+            break
         await asyncio.sleep(0.02)
-    h2_app: Any = _without_lifespan(app)  # hypercorn types ASGI apps more narrowly
-    h2_config = hypercorn_config(listeners)
+    if main.done() or server.should_exit:  # it failed to start, or a signal came meanwhile
+        await main  # its error (uvicorn exits 3 when it cannot start) is ours
+        if not server.started:
+            raise OnairError("the HTTP server did not start")
+        return
+    bare: Any = _without_lifespan(app)  # hypercorn types ASGI apps more narrowly
+    h2_app = wrap_app(bare, h2_config.wsgi_max_body_size, "asgi")
     server.http2 = asyncio.create_task(
-        hypercorn_serve(h2_app, h2_config, shutdown_trigger=stop_http2.wait)
+        worker_serve(h2_app, h2_config, sockets=sockets, shutdown_trigger=stop_http2.wait)
     )
     done, _ = await asyncio.wait({main, server.http2}, return_when=asyncio.FIRST_COMPLETED)
     if server.http2 in done and not stop_http2.is_set():  # not uvicorn's shutdown: a failure
@@ -114,7 +143,7 @@ async def _serve_both(app: ASGIApp, config: uvicorn.Config, listeners: Listeners
         await main
         if error is not None:
             ports = ", ".join(h2_config.bind + h2_config.insecure_bind)
-            raise OnairError(f"cannot serve HTTP/2 on {ports}: {error}") from error
+            raise OnairError(f"HTTP/2 on {ports} failed: {error}") from error
         return
     await main
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import httpx
 import pytest
 
 from objectstore.local import LocalStore
-from tests.harness import ROOT, Platform, free_port
+from tests.harness import ROOT, Platform, free_port, wait_port
 from tests.llcheck import check_ll_media
 from tests.llfeed import PartFeed
 
@@ -74,6 +75,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     platform.start("http", "http")
     try:
         platform.wait_healthy("http")
+        wait_port(platform.h2c_port)
+        wait_port(https_port)
         feed = PartFeed(
             LocalStore(store_dir),
             platform.env.get("ONAIR_KAFKA_BOOTSTRAP", "localhost:9092"),
@@ -128,10 +131,9 @@ async def test_ll_hls_blocks_and_hints_on_one_http2_connection(gateway: Gateway)
         hinted = asyncio.create_task(client.get(f"{gateway.https}{feed.url(2, 4)}"))
         await asyncio.sleep(0.5)
         assert not reload.done() and not hinted.done(), "answered before the part existed"
-        record = feed.store_part(2, 4)
-        announced = time.monotonic()
-        feed.announce(record)
+        feed.announce(feed.store_part(2, 4))
         feed.flush()
+        announced = time.monotonic()  # the broker has the PartReady
         answers = await asyncio.gather(reload, hinted)
         waited_s = time.monotonic() - announced
     reloaded, part = answers
@@ -147,17 +149,43 @@ async def test_ll_hls_blocks_and_hints_on_one_http2_connection(gateway: Gateway)
     assert "immutable" in part.headers["cache-control"]
 
 
-def test_a_certificate_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("problem", ["missing", "not-pem", "port-taken"])
+def test_a_bad_certificate_or_a_taken_port_stops_the_gateway_with_a_clear_error(
+    tmp_path: Path, problem: str
+) -> None:
+    cert, key = self_signed(tmp_path)
+    if problem == "missing":
+        cert = tmp_path / "missing.pem"
+    elif problem == "not-pem":
+        cert.write_text("not a certificate\n")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
     env: dict[str, Any] = {
         **os.environ,
+        "ONAIR_STATE_DIR": str(tmp_path / "state"),
+        "ONAIR_STORAGE_URL": str(tmp_path / "store"),
+        "ONAIR_HTTP_HOST": "127.0.0.1",
         "ONAIR_HTTP_PORT": str(free_port()),
-        "ONAIR_TLS_CERT_FILE": str(tmp_path / "missing.pem"),
-        "ONAIR_TLS_KEY_FILE": str(tmp_path / "missing-key.pem"),
+        "ONAIR_H2C_PORT": str(taken.getsockname()[1] if problem == "port-taken" else free_port()),
+        "ONAIR_HTTPS_PORT": str(free_port()),
+        "ONAIR_TLS_CERT_FILE": str(cert),
+        "ONAIR_TLS_KEY_FILE": str(key),
+        "ONAIR_GROUP_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "onair.cli", "http"], env=env, cwd=ROOT,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "onair.cli", "http"], env=env, cwd=ROOT,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    expected = {
+        "missing": "ONAIR_TLS_CERT_FILE: no such file",
+        "not-pem": "ONAIR_TLS_CERT_FILE: cannot use it with ONAIR_TLS_KEY_FILE",
+        "port-taken": "ONAIR_H2C_PORT/ONAIR_HTTPS_PORT: cannot listen on",
+    }[problem]
     assert result.returncode != 0
-    assert "ONAIR_TLS_CERT_FILE: no such file" in result.stderr
+    assert expected in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    assert "ready (consuming)" not in result.stderr  # it never reported healthy
