@@ -27,12 +27,14 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pipeline.errors import ConfigError, OnairError
 
 logger = logging.getLogger(__name__)
 
 WS_MAX_BYTES = 65536  # a chat frame is at most 16 KiB of text (ONAIR_CHAT_MAX_FRAME_CHARS)
+MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers (hypercorn's h11: 16 KiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +59,7 @@ def serve(app: ASGIApp, listeners: Listeners) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's handlers), then stop gracefully. The HTTP/2 ports
     are bound and the certificate loaded first, so a taken port or a bad certificate stops the
     process before it ever reports healthy."""
-    config = uvicorn.Config(app, host=listeners.host, port=listeners.http_port,
-                            log_level="warning", ws_max_size=WS_MAX_BYTES, loop="uvloop",
-                            http="httptools")  # fmt: skip
+    config = uvicorn_config(app, listeners)
     if not listeners.http2:
         uvicorn.Server(config).run()
         return
@@ -80,6 +80,40 @@ def serve(app: ASGIApp, listeners: Listeners) -> None:
             f"cannot listen on {ports}: {exc}",
         ) from exc
     uvloop.run(_serve_both(app, config, h2_config, sockets))
+
+
+def uvicorn_config(app: ASGIApp, listeners: Listeners) -> uvicorn.Config:
+    return uvicorn.Config(app, host=listeners.host, port=listeners.http_port,
+                          log_level="warning", ws_max_size=WS_MAX_BYTES, loop="uvloop",
+                          http=BoundedHttpTools)  # fmt: skip
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the bound its h11 protocol has and httptools lacks:
+    a request head (request line and headers) over `MAX_HEAD_BYTES` is answered 400 and the
+    connection closed as its bytes arrive, before httptools buffers a header whole. (Counted
+    per read while the head is incomplete, so the first bytes of a body read with it count
+    too: the gateway's bodies are at most 16 KiB.)"""
+
+    _head_bytes = 0
+    _in_head = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self.logger.warning("Request head over %d bytes: refused.", MAX_HEAD_BYTES)
+                self.send_400_response("Request head too large.")
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0  # a keep-alive connection's next request
 
 
 def hypercorn_config(listeners: Listeners) -> HypercornConfig:
