@@ -310,6 +310,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
         settings.ladder,
         open_store(settings.storage_url, **settings.s3_options()),
         preset=settings.x264_preset,
+        source_passthrough=settings.source_passthrough,
         registry=registry,
         group=settings.group(f"transcode.{rung.name}"),
         instance_id=instance_id(f"transcode-{rung.name}", args.instance),

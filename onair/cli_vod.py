@@ -144,6 +144,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         renditions=renditions or None,
         workers=args.workers,
         preset=settings.x264_preset,
+        source_passthrough=settings.source_passthrough,
         vod_files=args.vod_files,
         progress=progress,
         on_start=start_bar,

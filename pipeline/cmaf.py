@@ -104,6 +104,40 @@ def avcc_from_annexb(annexb: bytes) -> bytes:
     return out
 
 
+def annexb_from_sample(sample: bytes) -> bytes:
+    """An AVCC access unit (4-byte NAL lengths, as FLV and `avc1` samples carry it) as an
+    Annex B byte stream: each NAL unit behind a start code."""
+    out: list[bytes] = []
+    pos = 0
+    while pos + 4 <= len(sample):
+        size = int.from_bytes(sample[pos : pos + 4], "big")
+        out.append(b"\x00\x00\x00\x01" + sample[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    if pos != len(sample):
+        raise MediaError("an access unit's NAL lengths do not add up to its size")
+    return b"".join(out)
+
+
+def annexb_parameter_sets(avcc: bytes) -> bytes:
+    """The SPS and PPS of an avcC record, each behind a start code (what an encoder puts in
+    front of an IDR access unit)."""
+    out: list[bytes] = []
+    pos = 5
+    for _ in range(2):  # the SPS list, then the PPS list
+        if pos >= len(avcc):
+            raise MediaError("the avcC record ends before its parameter sets")
+        count = avcc[pos] & (0x1F if pos == 5 else 0xFF)
+        pos += 1
+        for _ in range(count):
+            size = int.from_bytes(avcc[pos : pos + 2], "big")
+            nal = avcc[pos + 2 : pos + 2 + size]
+            if size == 0 or len(nal) != size:
+                raise MediaError("a parameter set does not fit the avcC record")
+            out.append(b"\x00\x00\x00\x01" + nal)
+            pos += 2 + size
+    return b"".join(out)
+
+
 def sample_from_annexb(annexb: bytes) -> bytes:
     """An access unit as an `avc1` sample: length-prefixed NAL units, parameter sets and
     access unit delimiters left out (they live in the avcC)."""

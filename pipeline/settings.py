@@ -67,6 +67,9 @@ class Settings:
     rtmp_port: int = 1935
     ladder: Ladder = field(default_factory=lambda: Ladder.parse(DEFAULT_LADDER))
     x264_preset: str = "veryfast"
+    # a rung at the source's own size and frame rate carries the source's H.264 unchanged
+    # (Twitch's "Source"); off: every rung is re-encoded at its bitrate
+    source_passthrough: bool = True
     playlist_window: int = 6
     partitions: int = 6
     replication: int = 1
@@ -145,6 +148,7 @@ class Settings:
         take("ONAIR_RTMP_PORT", "rtmp_port", lambda n, r: _int(n, r, 0, 65535))
         take("ONAIR_LADDER", "ladder", lambda n, r: Ladder.parse(r, n))
         take("ONAIR_X264_PRESET", "x264_preset", _preset)
+        take("ONAIR_SOURCE_PASSTHROUGH", "source_passthrough", _flag)
         take("ONAIR_PLAYLIST_WINDOW", "playlist_window", lambda n, r: _int(n, r, 3, 1000))
         take("ONAIR_PARTITIONS", "partitions", lambda n, r: _int(n, r, 1, 1024))
         take("ONAIR_REPLICATION", "replication", lambda n, r: _int(n, r, 1, 7))
@@ -314,6 +318,15 @@ def _preset(name: str, raw: str) -> str:
     if raw not in _PRESETS:
         raise ConfigError(name, f"{raw!r} is not an x264 preset ({', '.join(_PRESETS)})")
     return raw
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"{raw[:40]!r} is not 1/0, true/false, yes/no or on/off")
 
 
 def _group_prefix(name: str, raw: str) -> str:

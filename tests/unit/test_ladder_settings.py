@@ -77,8 +77,9 @@ def test_defaults_work_without_environment(tmp_path: Path) -> None:
         ("ONAIR_X264_PRESET", "warp"),
         ("ONAIR_PLAYLIST_WINDOW", "1"),
         ("ONAIR_STORAGE_URL", "s3://bucket"),
+        ("ONAIR_SOURCE_PASSTHROUGH", "maybe"),
     ],
-    ids=["not-int", "range", "preset", "window", "s3-no-endpoint"],
+    ids=["not-int", "range", "preset", "window", "s3-no-endpoint", "flag"],
 )
 def test_bad_values_name_their_variable(tmp_path: Path, variable: str, value: str) -> None:
     env = {"ONAIR_STATE_DIR": str(tmp_path), variable: value}
@@ -99,6 +100,18 @@ def test_a_certificate_needs_its_key_and_the_key_its_certificate(
         "c.pem", "k.pem", 8443
     )  # fmt: skip
     assert Settings.from_env({"ONAIR_STATE_DIR": str(tmp_path)}).h2c_port == 8081
+
+
+@pytest.mark.parametrize(
+    ("raw", "on"), [(None, True), ("0", False), ("off", False), ("No", False), ("1", True)]
+)
+def test_source_passthrough_is_on_unless_turned_off(
+    tmp_path: Path, raw: str | None, on: bool
+) -> None:
+    env = {"ONAIR_STATE_DIR": str(tmp_path)}
+    if raw is not None:
+        env["ONAIR_SOURCE_PASSTHROUGH"] = raw
+    assert Settings.from_env(env).source_passthrough is on
 
 
 def test_processes_starting_at_once_agree_on_the_secrets(tmp_path: Path) -> None:

@@ -55,11 +55,15 @@ def topic_retention_ms(bootstrap: str, topic: str) -> int | None:
 _STATE: dict[str, Any] = {}
 
 
-def _init_process(spec: StoreSpec, rungs: Sequence[tuple[int, int, int]], preset: str) -> None:
+def _init_process(
+    spec: StoreSpec, rungs: Sequence[tuple[int, int, int]], preset: str, source_passthrough: bool
+) -> None:
     store = spec.open()
     ladder = Ladder(tuple(Rendition(*r) for r in rungs))
     _STATE["codec"] = Codec()
-    _STATE["transcoder"] = LadderTranscoder(ladder, store, preset=preset)
+    _STATE["transcoder"] = LadderTranscoder(
+        ladder, store, preset=preset, source_passthrough=source_passthrough
+    )
 
 
 def _transcode(value: bytes) -> list[dict[str, Any]]:
@@ -97,6 +101,7 @@ def rebuild(
     renditions: Sequence[str] | None = None,
     workers: int | None = None,
     preset: str = "veryfast",
+    source_passthrough: bool = False,
     vod_files: bool = False,
     progress: Callable[[int, float], None] | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -120,7 +125,16 @@ def rebuild(
         stream_id, where.gops, gops_topic, where.partition, where.first_offset,
         where.last_offset, ", ".join(labels), output.describe(),
     )  # fmt: skip
-    segments = _transcode_all(bootstrap, where, stream_id, output, rungs, preset, workers, progress)
+    segments = _transcode_all(
+        bootstrap,
+        where,
+        stream_id,
+        output,
+        rungs,
+        (preset, source_passthrough),
+        workers,
+        progress,
+    )
     missing = sorted(set(range(where.gops)) - set(segments.segments.get(labels[0], {})))
     if len(missing) == where.gops:
         raise RebuildError(f"stream {stream_id}: no GOP could be transcoded; see the log")
@@ -155,7 +169,7 @@ def _transcode_all(
     stream_id: str,
     output: StoreSpec,
     rungs: Sequence[Rendition],
-    preset: str,
+    encoding: tuple[str, bool],  # x264 preset, source passthrough
     workers: int | None,
     progress: Callable[[int, float], None] | None,
 ) -> SegmentSet:
@@ -191,7 +205,7 @@ def _transcode_all(
         processes,
         mp_context=context,
         initializer=_init_process,
-        initargs=(output, [(r.height, r.fps, r.bitrate_bps) for r in rungs], preset),
+        initargs=(output, [(r.height, r.fps, r.bitrate_bps) for r in rungs], *encoding),
     ) as pool:
         with closing(_chunks(bootstrap, where)) as chunks:
             for msg in chunks:

@@ -45,6 +45,7 @@ class RungTranscoder:
     # (zerolatency sliced threads add no delay); the smaller rungs fill the other core
     threads: int | None = None
     registry: Registry = field(default_factory=Registry)
+    source_passthrough: bool = False  # a rung equal to the source carries the source's video
     # > 0: every segment is also written as CMAF, cut in parts of at most this long, and
     # each part's PartReady record goes to `on_part` once the part is durable (LL-HLS)
     part_target_90k: int = 0
@@ -54,7 +55,12 @@ class RungTranscoder:
         self._open: dict[str, _OpenGop] = {}  # GOPs arriving in parts, by stream
         self._inits: set[str] = set()  # init segments written by this transcoder
         threads = self.threads or (2 if self.rung.height >= 720 else 1)
-        self._transcoder = GopTranscoder(self.rung, preset=self.preset, threads=threads)
+        self._transcoder = GopTranscoder(
+            self.rung,
+            preset=self.preset,
+            threads=threads,
+            source_passthrough=self.source_passthrough,
+        )
         m, rung, by_rung = self.registry, self.rung.name, ("rendition",)
         self.segments = m.counter(
             "onair_transcode_segments_total", "Segments written.", by_rung
@@ -314,10 +320,18 @@ class LadderTranscoder:
         *,
         preset: str = "veryfast",
         registry: Registry | None = None,
+        source_passthrough: bool = False,
     ) -> None:
         registry = registry if registry is not None else Registry()
         self.rungs = [
-            RungTranscoder(rung, ladder, store, preset=preset, registry=registry)
+            RungTranscoder(
+                rung,
+                ladder,
+                store,
+                preset=preset,
+                registry=registry,
+                source_passthrough=source_passthrough,
+            )
             for rung in ladder.rungs
         ]
 

@@ -21,6 +21,13 @@ synchronously::
   `tune=zerolatency` (no lookahead, no B-frames: onair is live).
 - Audio: the AAC frames are copied; the MPEG-TS muxer writes their ADTS headers from the
   source's AudioSpecificConfig.
+- Source: a rung that would come out at the source's own size and frame rate (720p30 from
+  a 720p30 publisher) carries the source's H.264 as it came, not decoded or re-encoded, as
+  Twitch's "Source" quality does (`copies_source`): the best picture the publisher sent, for
+  no CPU, and its parts leave as soon as their frames arrive. It needs a profile every
+  player decodes (Baseline, Main, High: 8-bit 4:2:0) and a known frame rate; the source's
+  keyframes already start every GOP, so segments stay aligned with the other rungs. The
+  rung's bitrate does not apply: the playlists' BANDWIDTH is measured from the segments.
 - Mux: MPEG-TS in memory, 90 kHz, packets in dts order. Every packet keeps its source PTS
   (`mpegts_copyts`): segment N starts at the same PTS in every rendition and segments
   continue each other. The muxer's `max_delay` then only places the PCR that far ahead of
@@ -60,6 +67,9 @@ SCALER = Interpolation.BICUBIC
 MUX_DELAY_90K = CLOCK_90K * 4 // 10  # PCR lead over the first DTS; audio PES span is half
 _NAL_SPS = 7
 _COLOR_RANGE_MPEG = 1  # AVCOL_RANGE_MPEG: limited ("tv") range
+# profile_idc a source may be passed through with: Baseline (and Constrained Baseline), Main,
+# High; High 10, 4:2:2 and 4:4:4 are transcoded (browsers' MSE refuse them)
+_PLAYABLE_PROFILES = frozenset({66, 77, 100})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +88,18 @@ class EncodedSegment:
 class GopTranscoder:
     """Turns GOPs of one source into segments of one rendition. Not thread-safe."""
 
-    def __init__(self, rendition: Rendition, *, preset: str = "veryfast", threads: int = 1):
+    def __init__(
+        self,
+        rendition: Rendition,
+        *,
+        preset: str = "veryfast",
+        threads: int = 1,
+        source_passthrough: bool = False,
+    ):
         self.rendition = rendition
         self.preset = preset
         self.threads = threads
+        self.source_passthrough = source_passthrough
         self._decoder: VideoCodecContext | None = None
         self._decoder_avcc: bytes | None = None
         self._scaler = VideoReformatter()
@@ -150,7 +168,8 @@ class GopEncoding:
         self.owner = owner
         self.gop = gop
         self.run = _GopRun(owner, gop)
-        self.decoder = owner._decoder_for(gop.config.avc_config)
+        self.copy = owner.source_passthrough and copies_source(owner.rendition, gop.config)
+        self.decoder = None if self.copy else owner._decoder_for(gop.config.avc_config)
         self.audio: list[MediaUnit] = []
         self.video_units = 0
         self.failed = 0
@@ -165,7 +184,7 @@ class GopEncoding:
         return [] if cutter is None else cutter.cut(self.run.packets, self.audio)
 
     def _cutter(self) -> PartCutter | None:
-        if self.cutter is None and self.part_target_90k > 0 and self.run.encoder is not None:
+        if self.cutter is None and self.part_target_90k > 0 and self.run.started:
             width, height = self.run.size
             self.cutter = PartCutter(
                 sequence=self.gop.sequence,
@@ -185,6 +204,9 @@ class GopEncoding:
                 self.audio.append(unit)
                 continue
             self.video_units += 1
+            if self.decoder is None:
+                self.run.copy(unit)
+                continue
             try:
                 frames = self.decoder.decode(_packet(unit))
             except av.error.FFmpegError as exc:  # a broken access unit: skip it, go on
@@ -195,13 +217,14 @@ class GopEncoding:
 
     def finish(self, duration_90k: int) -> EncodedSegment:
         gop, owner = self.gop, self.owner
-        try:
-            self.run.take(self.decoder.decode(None))
-            self.decoder.flush_buffers()
-        except av.error.FFmpegError as exc:
-            raise MediaError(f"GOP {gop.sequence}: draining the decoder failed: {exc}") from exc
-        owner._give_back(self.decoder, gop.config.avc_config)
-        if self.run.encoder is None:
+        if self.decoder is not None:
+            try:
+                self.run.take(self.decoder.decode(None))
+                self.decoder.flush_buffers()
+            except av.error.FFmpegError as exc:
+                raise MediaError(f"GOP {gop.sequence}: draining the decoder failed: {exc}") from exc
+            owner._give_back(self.decoder, gop.config.avc_config)
+        if not self.run.started:
             raise MediaError(
                 f"GOP {gop.sequence}: no frame decoded from {self.video_units} video packets"
                 + (f" ({self.failed} refused, first: {self.first_error})" if self.failed else "")
@@ -216,7 +239,10 @@ class GopEncoding:
         self.run.drain()
         cutter = self._cutter()
         if cutter is not None:
-            end_90k = gop.start_pts_90k + max(1, duration_90k)
+            # the parts run on decode time: a copied source's B-frames put its first dts
+            # before the keyframe's pts (an encoded rung's dts is its pts)
+            first = self.run.packets[0].dts if self.copy and self.run.packets else None
+            end_90k = (gop.start_pts_90k if first is None else first) + max(1, duration_90k)
             self.last_parts = cutter.cut(self.run.packets, self.audio, end_90k=end_90k)
         return self.run.finish(self.audio)
 
@@ -240,6 +266,33 @@ class _GopRun:
         self.index = 0  # frames seen in presentation order, from the keyframe on
         self.last_pts = -1
         self.dropped = 0
+        self.copied = False  # the source's own access units are the output (`copy`)
+        self._parameter_sets = b""
+
+    @property
+    def started(self) -> bool:
+        """Some output exists: a frame was encoded, or a source access unit copied."""
+        return self.encoder is not None or self.copied
+
+    def copy(self, unit: MediaUnit) -> None:
+        """Take a source access unit as it is (Annex B, the parameter sets in front of each
+        keyframe, as x264 writes them). Frames shown before the GOP's keyframe (an open GOP's
+        leading B-frames) are left out, as `take` leaves them out."""
+        if unit.pts_90k < self.gop.start_pts_90k:
+            self.dropped += 1
+            return
+        if not self.copied:
+            config = self.gop.config
+            self.size = (config.width, config.height)
+            self._parameter_sets = cmaf.annexb_parameter_sets(config.avc_config)
+            self.copied = True
+        data = cmaf.annexb_from_sample(unit.payload)
+        packet = Packet(self._parameter_sets + data if unit.keyframe else data)
+        packet.pts = unit.pts_90k
+        packet.dts = unit.dts_90k
+        packet.time_base = TIME_BASE_90K
+        packet.is_keyframe = unit.keyframe
+        self.packets.append(packet)
 
     def take(self, frames: list[VideoFrame]) -> None:
         for frame in frames:
@@ -271,14 +324,15 @@ class _GopRun:
 
     def drain(self) -> None:
         """Take the encoder's last packets (the GOP is complete)."""
-        assert self.encoder is not None
+        if self.encoder is None:  # copied: nothing is held back
+            return
         try:
             self.packets.extend(self.encoder.encode(None))
         except av.error.FFmpegError as exc:
             raise MediaError(f"GOP {self.gop.sequence}: encoding failed: {exc}") from exc
 
     def finish(self, audio: list[MediaUnit]) -> EncodedSegment:
-        assert self.encoder is not None
+        assert self.started
         gop = self.gop
         first = bytes(self.packets[0]) if self.packets else b""
         try:
@@ -324,6 +378,16 @@ class _GopRun:
             for _, _, packet in queue:
                 container.mux_one(packet)
         return buffer.getvalue()
+
+
+def copies_source(rendition: Rendition, config: CodecConfig) -> bool:
+    """Whether `rendition` would come out at the source's own size and frame rate, from a
+    source any player decodes: then the source's H.264 is the rung's output, as it came."""
+    avcc = config.avc_config
+    if config.fps <= 0 or len(avcc) < 2 or avcc[1] not in _PLAYABLE_PROFILES:
+        return False
+    size = (config.width, config.height)
+    return rendition.output_size(*size) == size and rendition.output_fps(config.fps) == config.fps
 
 
 def _copy_color_tags(frame: VideoFrame, encoder: VideoCodecContext) -> None:

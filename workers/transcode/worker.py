@@ -60,6 +60,7 @@ class TranscodeWorker:
     store: ObjectStore
     preset: str = "veryfast"
     threads: int | None = None  # x264 threads; None: as `RungTranscoder` chooses
+    source_passthrough: bool = False  # a rung equal to the source carries the source's video
     registry: Registry = field(default_factory=Registry)
     group: str = "onair.transcode"  # the consumer group; one per rung
     topic: str = GOPS
@@ -78,6 +79,7 @@ class TranscodeWorker:
             self.store,
             preset=self.preset,
             threads=self.threads,
+            source_passthrough=self.source_passthrough,
             registry=self.registry,
             part_target_90k=self.part_target_ms * 90,
             on_part=self._announce_part,
