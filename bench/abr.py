@@ -102,6 +102,7 @@ class OnairAdapter:
             [r.average_bps for r in media.rungs],
             chunk_s=regime.chunk_s,
             target_latency_s=regime.target_latency_s,
+            blocking_reload=regime.parts,
         )
 
     def choose(self, view: View) -> int:

@@ -70,6 +70,20 @@ def summarize(page: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def timeline(page: dict[str, Any], frames: int = 300) -> str:
+    """The latency's median over each run of `frames` frames shown (10 s at 30 fps)."""
+    samples = page["samples"]
+    medians = [
+        statistics.median(samples[i : i + frames]) / 1000 for i in range(0, len(samples), frames)
+    ]
+    return " ".join(f"{m:.2f}" for m in medians)
+
+
+def stall_log(page: dict[str, Any]) -> str:
+    waits = [w for w in page.get("stallLog", []) if w["waitedMs"] >= 100]
+    return ", ".join(f"{w['afterMs'] / 1000:.1f}/{w['waitedMs'] / 1000:.2f}" for w in waits) or "-"
+
+
 def metric(text: str, name: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -182,6 +196,10 @@ def main() -> int:
             f"{name:<10} {row['frames']:>7} {row['p50_s']:>7.2f} {row['p95_s']:>7.2f} "
             f"{row['max_s']:>7.2f} {row['stalls']:>7} {row['stall_s']:>8.1f}  {row['heights']}"
         )
+    for name, page in (("LL-HLS", result["pages"][0]), ("classic", result["pages"][1])):
+        print(f"{name} p50 per 10 s of frames shown: {timeline(page)}; stalls "
+              f"(s after start, s waited): {stall_log(page)}; hls.js target latency at the end: "
+              f"{page.get('targetLatency')}")  # fmt: skip
     print(f"LL p50 / classic p50: {ll['p50_s'] / classic['p50_s']:.2f}x "
           f"(classic is {classic['p50_s'] / ll['p50_s']:.1f}x later)")  # fmt: skip
     reads = metric(after, "onair_http_cache_store_reads_total") - metric(

@@ -29,7 +29,14 @@ Per chunk (a 2 s segment, or a 0.5 s part in low-latency HLS) of duration `D`:
   to it, fall back and climb again; one rung at a time, once the plan has been above the
   current rung for `UP_HOLD_S` of media in a row, and not within `DOWN_HOLD_S` of a
   down-switch. Before the first down-switch the plan is followed directly (the start is the
-  lowest rung).
+  lowest rung). Any up-switch waits for a switch point (the player says where: in LL-HLS
+  only a segment's first part starts with a keyframe, and a player switching mid-segment
+  fetches the new rung from that part again) and for a buffer that outlasts the switch: the
+  new rung's playlist, its init segment and its first chunk come one after another
+  (`SWITCH_FETCHES` round trips and the chunk's transfer), and with LL-HLS's blocking
+  reload the playlist waits for that rung's next chunk to exist (half a chunk on average).
+  Found by the LL e2e test: an up-switch 0.3 s after the start, with 0.23 s buffered, froze
+  the picture for 0.17 s.
 - **Emergency abandon.** While a chunk downloads, if at the rate seen so far it would finish
   after the buffer runs dry and a lower rung fetched now would finish sooner, it is given up
   for the highest lower rung that fits in the buffer (hls.js and dash.js have such a rule; the
@@ -54,6 +61,7 @@ UP_HOLD_S = 4.0  # media seconds the plan must stay above the current rung to go
 DOWN_HOLD_S = 8.0  # no up-switch within this many media seconds of a down-switch
 MIN_TRANSFER_S = 0.01  # a transfer measured shorter than this counts as this long
 ABANDON_AFTER_SHARE = 0.25  # abandon checks start once this share of D has elapsed
+SWITCH_FETCHES = 3  # an up-switch fetches the rung's playlist, init segment and chunk in turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,7 @@ class LiveAbrController:
         chunk_s: float,
         target_latency_s: float,
         start_level: int = 0,
+        blocking_reload: bool = False,
     ) -> None:
         if not bitrates_bps or list(bitrates_bps) != sorted(bitrates_bps) or bitrates_bps[0] <= 0:
             raise ValueError("bitrates_bps must be positive, ascending and not empty")
@@ -94,6 +103,8 @@ class LiveAbrController:
         self.chunk_s = chunk_s
         self.target_latency_s = target_latency_s
         self.level = min(max(start_level, 0), len(self.bitrates_bps) - 1)
+        # LL-HLS: a rung's playlist is asked for its next chunk and waits until it exists
+        self.blocking_reload = blocking_reload
         self.samples: list[Sample] = []  # oldest first, trimmed to the longest window
         self.switched_down = False  # once true, up-switches go one rung at a time
         self.up_held_s = 0.0  # media seconds the plan has been above the current rung
@@ -215,9 +226,19 @@ class LiveAbrController:
             level -= 1
         return level
 
-    def choose(self, buffer_s: float, latency_s: float) -> int:
-        """The rung for the next chunk, given the seconds buffered ahead of the playhead and
-        how far behind the live edge the playhead is."""
+    def switch_s(self, level: int) -> float:
+        """How long moving up to `level` takes until its first chunk is in: its playlist
+        (with blocking reload it waits for the rung's next chunk: half a chunk on average),
+        init segment and chunk, one after another."""
+        throughput = self.estimate_bps() or self.bitrates_bps[level]
+        fetch_s = self.bitrates_bps[level] * self.chunk_s / throughput
+        wait_s = self.chunk_s / 2 if self.blocking_reload else 0.0  # the mean wait
+        return SWITCH_FETCHES * self.rtt_s() + fetch_s + wait_s
+
+    def choose(self, buffer_s: float, latency_s: float, switch_point: bool = True) -> int:
+        """The rung for the next chunk, given the seconds buffered ahead of the playhead, how
+        far behind the live edge the playhead is, and whether the next chunk starts with a
+        keyframe (a rung can only be joined there)."""
         self.since_down_s += self.chunk_s
         best = self.plan(buffer_s, latency_s)
         if best > self.level:
@@ -227,10 +248,16 @@ class LiveAbrController:
         elif best == self.level:
             self.up_held_s = 0.0
         elif not self.switched_down:
-            self.level = best
+            if switch_point and buffer_s >= self.switch_s(best):
+                self.level = best
         else:
             self.up_held_s += self.chunk_s
-            if self.up_held_s >= UP_HOLD_S and self.since_down_s >= DOWN_HOLD_S:
+            if (
+                self.up_held_s >= UP_HOLD_S
+                and self.since_down_s >= DOWN_HOLD_S
+                and switch_point
+                and buffer_s >= self.switch_s(self.level + 1)
+            ):
                 self.level += 1
                 self.up_held_s = 0.0
         return self.level

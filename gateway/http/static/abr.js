@@ -31,6 +31,7 @@
   var DOWN_HOLD_S = 8.0; // no up-switch within this many media seconds of a down-switch
   var MIN_TRANSFER_S = 0.01; // a transfer measured shorter than this counts as this long
   var ABANDON_AFTER_SHARE = 0.25; // abandon checks start once this share of D has elapsed
+  var SWITCH_FETCHES = 3; // an up-switch fetches the rung's playlist, init and chunk in turn
 
   function LiveAbrController(bitratesBps, options) {
     var sorted = bitratesBps.slice().sort(function (a, b) { return a - b; });
@@ -47,6 +48,8 @@
     this.targetLatencyS = options.targetLatencyS;
     var start = options.startLevel || 0;
     this.level = Math.min(Math.max(start, 0), this.bitratesBps.length - 1);
+    // LL-HLS: a rung's playlist is asked for its next chunk and waits until it exists
+    this.blockingReload = !!options.blockingReload;
     this.samples = []; // {bits, transferS, ttfbS, mediaS, error}, oldest first
     this.switchedDown = false;
     this.upHeldS = 0.0;
@@ -177,7 +180,15 @@
     return level;
   };
 
-  LiveAbrController.prototype.choose = function (bufferS, latencyS) {
+  LiveAbrController.prototype.switchS = function (level) {
+    var throughput = this.estimateBps() || this.bitratesBps[level];
+    var fetchS = this.bitratesBps[level] * this.chunkS / throughput;
+    var waitS = this.blockingReload ? this.chunkS / 2 : 0.0; // the mean wait
+    return SWITCH_FETCHES * this.rttS() + fetchS + waitS;
+  };
+
+  LiveAbrController.prototype.choose = function (bufferS, latencyS, switchPoint) {
+    switchPoint = switchPoint !== false;
     this.sinceDownS += this.chunkS;
     var best = this.plan(bufferS, latencyS);
     if (best > this.level) {
@@ -188,10 +199,13 @@
     } else if (best === this.level) {
       this.upHeldS = 0.0;
     } else if (!this.switchedDown) {
-      this.level = best;
+      if (switchPoint && bufferS >= this.switchS(best)) {
+        this.level = best;
+      }
     } else {
       this.upHeldS += this.chunkS;
-      if (this.upHeldS >= UP_HOLD_S && this.sinceDownS >= DOWN_HOLD_S) {
+      if (this.upHeldS >= UP_HOLD_S && this.sinceDownS >= DOWN_HOLD_S && switchPoint &&
+        bufferS >= this.switchS(this.level + 1)) {
         this.level += 1;
         this.upHeldS = 0.0;
       }
@@ -287,6 +301,22 @@
         return info ? info.len : 0;
       }
 
+      // whether the next chunk starts a segment (LL-HLS: only a segment's first part opens
+      // with a keyframe; hls.js switching mid-segment fetches the new rung from that part)
+      onairSwitchPoint() {
+        var hls = this.hls;
+        var info = hls && hls.mainForwardBufferInfo;
+        var level = hls && hls.levels[hls.loadLevel];
+        var details = level && level.details;
+        if (!info || !details || !details.partList) {
+          return true;
+        }
+        var margin = details.partTarget / 2;
+        return details.fragments.some(function (frag) {
+          return Math.abs(frag.start - info.end) < margin;
+        }) || (!!details.fragmentHint && Math.abs(details.fragmentHint.start - info.end) < margin);
+      }
+
       onairLatencyS() {
         var hls = this.hls;
         var latency = hls ? hls.latency : 0;
@@ -312,6 +342,8 @@
         if (target > 0) {
           controller.targetLatencyS = target;
         }
+        var details = this.hls.levels[frag.level] && this.hls.levels[frag.level].details;
+        controller.blockingReload = !!(details && details.partList && details.canBlockReload);
         var loading = stats.loading;
         controller.addSample(stats.loaded, (loading.end - loading.start) / 1000,
           (loading.first - loading.start) / 1000);
@@ -327,7 +359,8 @@
         if (this.onairDecision < 0) {
           this.onairDecision = this.onairLastLoaded < 0
             ? controller.level
-            : controller.choose(this.onairBufferS(), this.onairLatencyS());
+            : controller.choose(this.onairBufferS(), this.onairLatencyS(),
+              this.onairSwitchPoint());
         }
         var hls = this.hls;
         return Math.min(Math.max(this.onairDecision, hls.minAutoLevel), hls.maxAutoLevel);

@@ -17,6 +17,7 @@ process.stdin.on("end", () => {
     const controller = new LiveAbrController(sequence.bitrates, {
       chunkS: sequence.chunk_s,
       targetLatencyS: sequence.target_latency_s,
+      blockingReload: sequence.blocking_reload,
     });
     return sequence.ops.map((op) => {
       switch (op[0]) {
@@ -24,7 +25,8 @@ process.stdin.on("end", () => {
           controller.addSample(op[1], op[2], op[3]);
           return [controller.estimateBps(), controller.safeBps(), controller.rttS()];
         case "choose":
-          return [controller.choose(op[1], op[2]), controller.upHeldS, controller.sinceDownS];
+          return [controller.choose(op[1], op[2], op[3]), controller.upHeldS,
+            controller.sinceDownS];
         case "abandon":
           return [controller.abandon(op[1], op[2], op[3], op[4], op[5]), controller.level];
         case "chunk":

@@ -29,6 +29,7 @@ def replay_python(sequence: dict[str, Any]) -> list[list[Any]]:
         sequence["bitrates"],
         chunk_s=sequence["chunk_s"],
         target_latency_s=sequence["target_latency_s"],
+        blocking_reload=sequence.get("blocking_reload", False),
     )
     out: list[list[Any]] = []
     for op in sequence["ops"]:
@@ -36,7 +37,7 @@ def replay_python(sequence: dict[str, Any]) -> list[list[Any]]:
             controller.add_sample(op[1], op[2], op[3])
             out.append([controller.estimate_bps(), controller.safe_bps(), controller.rtt_s()])
         elif op[0] == "choose":
-            level = controller.choose(op[1], op[2])
+            level = controller.choose(op[1], op[2], *op[3:4])
             out.append([level, controller.up_held_s, controller.since_down_s])
         elif op[0] == "abandon":
             out.append([controller.abandon(*op[1:]), controller.level])
@@ -72,7 +73,7 @@ def random_sequence(seed: int, chunk_s: float, target_latency_s: float) -> dict[
             ttfb = rng.choice([0.0, 0.1, rng.uniform(0.0, 0.5)])
             ops.append(["sample", rng.randint(0, 2_000_000), duration, ttfb])
         elif roll < 0.85:
-            ops.append(["choose", rng.uniform(0, 8), rng.uniform(0.3, 40)])
+            ops.append(["choose", rng.uniform(0, 8), rng.uniform(0.3, 40), rng.random() < 0.7])
         elif roll < 0.98:
             level = rng.randint(0, len(BITRATES) - 1)
             total = rng.randint(10_000, 2_000_000)
@@ -84,6 +85,7 @@ def random_sequence(seed: int, chunk_s: float, target_latency_s: float) -> dict[
         "bitrates": BITRATES,
         "chunk_s": chunk_s,
         "target_latency_s": target_latency_s,
+        "blocking_reload": rng.random() < 0.5,
         "ops": ops,
     }
 
@@ -103,6 +105,13 @@ def crafted_sequences() -> list[dict[str, Any]]:
     return [
         {"bitrates": BITRATES, "chunk_s": 2.0, "target_latency_s": 30.0, "ops": ops},
         {"bitrates": BITRATES, "chunk_s": 0.5, "target_latency_s": 1.5, "ops": ops},
+        {
+            "bitrates": BITRATES,
+            "chunk_s": 0.2,
+            "target_latency_s": 0.6,
+            "blocking_reload": True,
+            "ops": [op if op[0] != "choose" else [*op, n % 3 == 0] for n, op in enumerate(ops)],
+        },
     ]
 
 
@@ -113,7 +122,10 @@ class Recorder:
         self.bitrates = [r.average_bps for r in media.rungs]
         self.regime = regime
         self.abr = LiveAbrController(
-            self.bitrates, chunk_s=regime.chunk_s, target_latency_s=regime.target_latency_s
+            self.bitrates,
+            chunk_s=regime.chunk_s,
+            target_latency_s=regime.target_latency_s,
+            blocking_reload=regime.parts,
         )
         self.ops: list[Op] = []
         RECORDINGS.append(self)
@@ -152,6 +164,7 @@ class Recorder:
             "bitrates": self.bitrates,
             "chunk_s": self.regime.chunk_s,
             "target_latency_s": self.regime.target_latency_s,
+            "blocking_reload": self.regime.parts,
             "ops": self.ops,
         }
 
