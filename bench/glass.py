@@ -81,7 +81,14 @@ def timeline(page: dict[str, Any], frames: int = 300) -> str:
 
 def stall_log(page: dict[str, Any]) -> str:
     waits = [w for w in page.get("stallLog", []) if w["waitedMs"] >= 100]
-    return ", ".join(f"{w['afterMs'] / 1000:.1f}/{w['waitedMs'] / 1000:.2f}" for w in waits) or "-"
+    text = ", ".join(
+        f"{w['afterMs'] / 1000:.1f}/{w['waitedMs'] / 1000:.2f} (level {w['level']})" for w in waits
+    )
+    errors = "; ".join(
+        f"{(e['afterMs'] or 0) / 1000:.1f} {e['details']}{' fatal' if e['fatal'] else ''}"
+        for e in page.get("errors", [])
+    )
+    return (text or "-") + (f"; hls.js errors: {errors}" if errors else "")
 
 
 def metric(text: str, name: str) -> float:
@@ -199,7 +206,7 @@ def main() -> int:
     for name, page in (("LL-HLS", result["pages"][0]), ("classic", result["pages"][1])):
         print(f"{name} p50 per 10 s of frames shown: {timeline(page)}; stalls "
               f"(s after start, s waited): {stall_log(page)}; hls.js target latency at the end: "
-              f"{page.get('targetLatency')}")  # fmt: skip
+              f"{page.get('targetLatency')} s, its latency {page.get('hlsLatency')} s")  # fmt: skip
     print(f"LL p50 / classic p50: {ll['p50_s'] / classic['p50_s']:.2f}x "
           f"(classic is {classic['p50_s'] / ll['p50_s']:.1f}x later)")  # fmt: skip
     reads = metric(after, "onair_http_cache_store_reads_total") - metric(

@@ -66,6 +66,18 @@ function watch([bitsCount, strip]) {
     if (glass.started !== null && waitingSince === null) waitingSince = Date.now();
   });
   glass.finish = ended; // a wait still going on when the watch ends counts too
+  glass.errors = []; // hls.js errors (what a stall's cause usually is), first 20
+  const listen = setInterval(() => {
+    const hls = window.onairPlayer && window.onairPlayer.hls;
+    if (!hls || !window.Hls) return;
+    clearInterval(listen);
+    hls.on(window.Hls.Events.ERROR, (_event, data) => {
+      if (glass.errors.length < 20) {
+        glass.errors.push({ afterMs: glass.started === null ? null : Date.now() - glass.started,
+          details: data.details, fatal: data.fatal, url: data.frag ? data.frag.url : null });
+      }
+    });
+  }, 20);
   const onFrame = (_now, meta) => {
     const shownAt = performance.timeOrigin + meta.expectedDisplayTime;
     const w = video.videoWidth;

@@ -29,9 +29,10 @@ Per chunk (a 2 s segment, or a 0.5 s part in low-latency HLS) of duration `D`:
   to it, fall back and climb again; one rung at a time, once the plan has been above the
   current rung for `UP_HOLD_S` of media in a row, and not within `DOWN_HOLD_S` of a
   down-switch. Before the first down-switch the plan is followed directly (the start is the
-  lowest rung). Any up-switch waits for a switch point (the player says where: in LL-HLS
-  only a segment's first part starts with a keyframe, and a player switching mid-segment
-  fetches the new rung from that part again) and for a buffer that outlasts the switch: the
+  lowest rung; the player starts from the browser's downlink estimate when it has one). Any
+  up-switch waits for a switch point (the player says where: in LL-HLS only a segment's
+  first part starts with a keyframe, and a player switching mid-segment fetches the new rung
+  from that part again) and for a buffer that outlasts the switch: the
   new rung's playlist, its init segment and its first chunk come one after another
   (`SWITCH_FETCHES` round trips and the chunk's transfer), and with LL-HLS's blocking
   reload the playlist waits for that rung's next chunk to exist (half a chunk on average).

@@ -158,7 +158,7 @@
       : { liveSyncDurationCount: 3, backBufferLength: 30 };
     if (abrMode === "onair") {
       options.abrController = window.OnairAbr.hlsAbrController(window.Hls);
-      options.testBandwidth = false; // onair's controller starts on the lowest rung
+      options.testBandwidth = false; // onair's controller picks the start (abr.js startLevel)
     }
     return options;
   }
