@@ -86,6 +86,7 @@ def stall_log(page: dict[str, Any]) -> str:
     )
     errors = "; ".join(
         f"{(e['afterMs'] or 0) / 1000:.1f} {e['details']}{' fatal' if e['fatal'] else ''}"
+        f"{' ' + str(e.get('code')) + ' ' + str(e.get('url')) if e.get('code') else ''}"
         for e in page.get("errors", [])
     )
     return (text or "-") + (f"; hls.js errors: {errors}" if errors else "")
@@ -207,6 +208,9 @@ def main() -> int:
         print(f"{name} p50 per 10 s of frames shown: {timeline(page)}; stalls "
               f"(s after start, s waited): {stall_log(page)}; hls.js target latency at the end: "
               f"{page.get('targetLatency')} s, its latency {page.get('hlsLatency')} s")  # fmt: skip
+    for wait in result["pages"][0].get("recentAtStall", []):
+        print("  LL loads before a wait (ms after start, what, took ms):",
+              " ".join(f"{x['t']}:{x['what']}:{x['url']}:{x['ms']}" for x in wait))  # fmt: skip
     print(f"LL p50 / classic p50: {ll['p50_s'] / classic['p50_s']:.2f}x "
           f"(classic is {classic['p50_s'] / ll['p50_s']:.1f}x later)")  # fmt: skip
     reads = metric(after, "onair_http_cache_store_reads_total") - metric(

@@ -67,14 +67,39 @@ function watch([bitsCount, strip]) {
   });
   glass.finish = ended; // a wait still going on when the watch ends counts too
   glass.errors = []; // hls.js errors (what a stall's cause usually is), first 20
+  glass.recentAtStall = []; // the loads before each of the first five waits
   const listen = setInterval(() => {
     const hls = window.onairPlayer && window.onairPlayer.hls;
     if (!hls || !window.Hls) return;
     clearInterval(listen);
+    // what hls.js asked for and got just before each stall (the last 12 loads)
+    const recent = [];
+    const note = (what, url, ms) => {
+      recent.push({ t: Date.now() - (glass.started || Date.now()), what, ms,
+        url: (url || "").split("/").slice(-2).join("/") });
+      if (recent.length > 16) recent.shift();
+    };
+    hls.on(window.Hls.Events.FRAG_LOADED, (_e, d) => {
+      const stats = d.part ? d.part.stats : d.frag.stats;
+      note("part", d.part ? d.part.url : d.frag.url,
+        Math.round(stats.loading.end - stats.loading.start));
+    });
+    hls.on(window.Hls.Events.FRAG_LOADING, (_e, d) => {
+      note("asks", d.part ? d.part.url : d.frag.url, null);
+    });
+    hls.on(window.Hls.Events.LEVEL_LOADED, (_e, d) => {
+      note("playlist", d.details.url, Math.round(d.stats.loading.end - d.stats.loading.start));
+    });
+    video.addEventListener("waiting", () => {
+      if (glass.started !== null && glass.recentAtStall.length < 5) {
+        glass.recentAtStall.push(recent.slice());
+      }
+    });
     hls.on(window.Hls.Events.ERROR, (_event, data) => {
       if (glass.errors.length < 20) {
         glass.errors.push({ afterMs: glass.started === null ? null : Date.now() - glass.started,
-          details: data.details, fatal: data.fatal, url: data.frag ? data.frag.url : null });
+          details: data.details, fatal: data.fatal, code: data.response ? data.response.code : null,
+          url: data.part ? data.part.url : data.frag ? data.frag.url : null });
       }
     });
   }, 20);

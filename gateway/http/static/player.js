@@ -5,8 +5,9 @@
 // the Stats button) shows the rung, bandwidth estimate, buffer and latency. When the page's
 // config says `lowLatency`, hls.js plays the LL-HLS playlists in low-latency mode (blocking
 // reloads, parts, preload hints) and catches up by playing up to 10 % faster while it is
-// behind its target latency; Safari plays the same playlists natively. The LIVE badge shows
-// the current latency.
+// behind its target latency (hls.js does so only with more than a second buffered and
+// within a target duration of the target); Safari plays the same playlists natively. The
+// LIVE badge shows the current latency.
 (function () {
   "use strict";
 
@@ -154,7 +155,17 @@
 
   function hlsConfig() {
     var options = config.lowLatency
-      ? { lowLatencyMode: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.1 }
+      ? {
+        lowLatencyMode: true,
+        // with 30 s, every bench.glass run (5 of 5) froze once for ~5 s at a segment break
+        // 35-57 s in: hls.js loaded the new segment's playlists but never its first part
+        // (hls.js's own default is Infinity, its demo's 90); with 90: none in 3 runs, 130 s
+        backBufferLength: 90,
+        maxLiveSyncPlaybackRate: 1.1,
+        // under half a 0.2 s part: hls.js's 0.25 s default is longer than a part (hls.js
+        // issue 5028: parts skipped at a segment break with 0.25 s parts)
+        maxFragLookUpTolerance: 0.05,
+      }
       : { liveSyncDurationCount: 3, backBufferLength: 30 };
     if (abrMode === "onair") {
       options.abrController = window.OnairAbr.hlsAbrController(window.Hls);
