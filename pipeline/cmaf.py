@@ -8,7 +8,9 @@ worker writes the same bytes) and the timestamps are the pipeline's own.
 
 - Track 1 is H.264 (`avc1`, parameter sets in the `avcC` only: samples carry no SPS, PPS or
   AUD), timescale 90 kHz, so `tfdt` is the source PTS clock the TS segments use too: part N
-  of every rendition starts at the same time.
+  of every rendition starts at the same time. (A rung that copies the source's own H.264
+  keeps its B-frames: its `tfdt` is the first frame's decode time and the composition
+  offsets are positive, so its first frame is shown at that same time.)
 - Track 2 is AAC (`mp4a`, the AudioSpecificConfig in an `esds`), timescale = its sample rate,
   1024 samples a frame.
 - `tfhd` uses default-base-is-moof (CMAF); `trun` v1 carries duration, size, flags and a

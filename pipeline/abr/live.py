@@ -83,7 +83,8 @@ class Sample:
 class LiveAbrController:
     """Rung choice for a live player. Rungs are indices into `bitrates_bps`, ascending.
 
-    Per chunk: `choose(buffer_s, latency_s)` before the request and `add_sample(...)` when
+    Per chunk: `choose(buffer_s, latency_s, switch_point)` before the request and
+    `add_sample(...)` when
     it has arrived; `abandon(...)` may be polled while it downloads. Pure: no clock, no I/O.
     """
 

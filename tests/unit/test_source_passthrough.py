@@ -5,6 +5,7 @@ passthrough off, is re-encoded."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from objectstore.local import LocalStore
 from pipeline import cmaf
 from pipeline.gop import Gop
 from pipeline.ladder import DEFAULT_LADDER, Ladder, Rendition
-from pipeline.media import CodecConfig
+from pipeline.media import CodecConfig, Track
 from tests.mediafixtures import cached_flv, gops_from_flv, probe_frames
 from tests.unit.test_transcode_cmaf import _chunks, _probe
 from workers.transcode.core import RungTranscoder
@@ -147,3 +148,23 @@ def test_copied_parts_leave_as_they_arrive_and_make_the_segment(
     alone = _probe(tmp_path / "part0.mp4")["streams"]
     frames = int(next(s for s in alone if s["codec_type"] == "video")["nb_read_frames"])
     assert frames == durations[0] // 3_000, "the IDR part decodes alone, all its frames"
+
+
+def test_parameter_sets_go_after_an_access_unit_delimiter(gops: list[Gop]) -> None:
+    """A publisher that opens each frame with an AUD (hardware encoders do): the copied
+    keyframe still opens with it, then SPS and PPS, then the frame's own NAL units."""
+    aud = b"\x00\x00\x00\x02\x09\xf0"
+    gop = gops[0]
+    units = tuple(
+        replace(u, payload=aud + u.payload) if u.track is Track.VIDEO else u for u in gop.units
+    )
+    encoding = GopTranscoder(LADDER.get("720p60"), source_passthrough=True).begin(gop)
+    encoding.feed(units)
+    key, other = bytes(encoding.run.packets[0]), bytes(encoding.run.packets[1])
+    types = [n[0] & 0x1F for n in cmaf.split_annexb(key)]
+    assert types[:3] == [9, 7, 8] and 5 in types
+    rest = [n[0] & 0x1F for n in cmaf.split_annexb(other)]
+    assert rest[0] == 9 and 7 not in rest  # not a keyframe: no parameter sets
+    plain = GopTranscoder(LADDER.get("720p60"), source_passthrough=True).begin(gop)
+    plain.feed(gop.units)
+    assert [n[0] & 0x1F for n in cmaf.split_annexb(bytes(plain.run.packets[0]))][:2] == [7, 8]

@@ -101,7 +101,7 @@ def rebuild(
     renditions: Sequence[str] | None = None,
     workers: int | None = None,
     preset: str = "veryfast",
-    source_passthrough: bool = False,
+    source_passthrough: bool = True,  # as live (Settings' default): the same bytes
     vod_files: bool = False,
     progress: Callable[[int, float], None] | None = None,
     on_start: Callable[[int], None] | None = None,

@@ -66,6 +66,7 @@ PIX_FMT = "yuv420p"
 SCALER = Interpolation.BICUBIC
 MUX_DELAY_90K = CLOCK_90K * 4 // 10  # PCR lead over the first DTS; audio PES span is half
 _NAL_SPS = 7
+_NAL_AUD = 9
 _COLOR_RANGE_MPEG = 1  # AVCOL_RANGE_MPEG: limited ("tv") range
 # profile_idc a source may be passed through with: Baseline (and Constrained Baseline), Main,
 # High; High 10, 4:2:2 and 4:4:4 are transcoded (browsers' MSE refuse them)
@@ -287,7 +288,12 @@ class _GopRun:
             self._parameter_sets = cmaf.annexb_parameter_sets(config.avc_config)
             self.copied = True
         data = cmaf.annexb_from_sample(unit.payload)
-        packet = Packet(self._parameter_sets + data if unit.keyframe else data)
+        if unit.keyframe:  # after the access unit delimiter, which opens the frame, if any
+            aud = len(data) > 4 and data[4] & 0x1F == _NAL_AUD
+            cut = data.find(b"\x00\x00\x00\x01", 4) if aud else 0
+            cut = len(data) if cut < 0 else cut
+            data = data[:cut] + self._parameter_sets + data[cut:]
+        packet = Packet(data)
         packet.pts = unit.pts_90k
         packet.dts = unit.dts_90k
         packet.time_base = TIME_BASE_90K
