@@ -145,6 +145,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         preset=settings.x264_preset,
         source_passthrough=settings.source_passthrough,
+        part_target_ms=settings.part_target_ms,
         vod_files=args.vod_files,
         progress=progress,
         on_start=start_bar,

@@ -26,6 +26,7 @@ class SegmentEntry:
     program_date_time_ms: int = 0
     size_bytes: int = 0
     start_pts_90k: int | None = None
+    init_uri: str = ""  # fMP4 (CMAF): the init segment it needs (EXT-X-MAP); "" for MPEG-TS
 
     @property
     def duration_s(self) -> float:
@@ -63,9 +64,11 @@ def render_media_playlist(
     ended: bool = False,
     vod: bool = False,
 ) -> str:
+    fmp4 = any(segment.init_uri for segment in segments)
     lines = [
         "#EXTM3U",
-        "#EXT-X-VERSION:3",
+        # fMP4 segments need EXT-X-MAP outside an I-frame playlist: version 6 (RFC 8216, 7)
+        "#EXT-X-VERSION:6" if fmp4 else "#EXT-X-VERSION:3",
         f"#EXT-X-TARGETDURATION:{target_duration_s or target_duration(segments)}",
         f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}",
     ]
@@ -74,9 +77,13 @@ def render_media_playlist(
     if vod:
         lines.append("#EXT-X-PLAYLIST-TYPE:VOD")
     lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
+    init_uri = ""
     for index, segment in enumerate(segments):
         if segment.discontinuity and index > 0:
             lines.append("#EXT-X-DISCONTINUITY")
+        if segment.init_uri and (segment.init_uri != init_uri or segment.discontinuity):
+            lines.append(f'#EXT-X-MAP:URI="{segment.init_uri}"')
+            init_uri = segment.init_uri
         if segment.program_date_time_ms:
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(segment.program_date_time_ms)}")
         lines.append(f"#EXTINF:{segment.duration_s:.3f},")

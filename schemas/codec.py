@@ -8,6 +8,10 @@ the same record, so adding an optional field stays readable old→new and new→
 
 Anything else — a wrong header, a fingerprint nobody knows, a body that is not valid Avro —
 raises a `pipeline.errors.CodecError` subclass that a consumer skips and counts.
+
+When a schema gains a field, its earlier version goes to `previous/` (`<Name>.<n>.avsc`): a
+reader still decodes the records written with it (the topics keep them for days), the new
+field at its default.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pipeline.errors import CorruptPayloadError, UnknownSchemaError
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
 SCHEMA_DIR = Path(__file__).parent
+PREVIOUS_DIR = SCHEMA_DIR / "previous"
 
 
 def crc64_avro(data: bytes) -> int:
@@ -71,6 +76,11 @@ def load_schemas(directory: Path = SCHEMA_DIR) -> dict[str, Schema]:
     return schemas
 
 
+def load_previous(directory: Path = PREVIOUS_DIR) -> list[Schema]:
+    """Earlier versions of our schemas (`<Name>.<n>.avsc`): writer schemas only."""
+    return [Schema.from_json(path.read_text()) for path in sorted(directory.glob("*.avsc"))]
+
+
 Resolver = Callable[[bytes], str | None]
 
 
@@ -81,7 +91,8 @@ class Codec:
         self, schemas: Mapping[str, Schema] | None = None, resolver: Resolver | None = None
     ) -> None:
         self.schemas = dict(schemas if schemas is not None else load_schemas())
-        self._by_fingerprint = {s.fingerprint: s for s in self.schemas.values()}
+        previous = load_previous() if schemas is None else []
+        self._by_fingerprint = {s.fingerprint: s for s in [*previous, *self.schemas.values()]}
         self._resolver = resolver
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:

@@ -9,6 +9,9 @@
     /vod/<stream_id>/master.m3u8                     → vod/<stream_id>/master.m3u8
     /vod/<stream_id>/<rendition>/index.m3u8          → vod/<stream_id>/<rendition>/index.m3u8
     /vod/<stream_id>/<rendition>/<seq>.ts            → streams/<stream_id>/<rendition>/<seq>.ts
+    /vod/<stream_id>/<rendition>/<seq>.m4s           → streams/<stream_id>/<rendition>/<seq>.m4s
+    /vod/<stream_id>/<rendition>/init-<digest>.mp4   → streams/<stream_id>/<rendition>/init-….mp4
+        (a VOD whose segments were written as CMAF lists them: workers/vod/timeline.py)
     /vod/<stream_id>/<file>.(mp4|jpg|vtt|json)       → vod/<stream_id>/<file>   (byte ranges)
 
 Every path segment must match its strict pattern; anything else, and any percent-encoded
@@ -44,6 +47,7 @@ STREAM_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]{1,80}")
 RENDITION = re.compile(r"[0-9]{2,4}p[0-9]{2,3}")
 SEQ = re.compile(r"[0-9]{1,12}")
 CMAF_NAME = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,3})?\.m4s|init-[0-9a-f]{16}\.mp4")
+VOD_CMAF_NAME = re.compile(r"[0-9]{1,12}\.m4s|init-[0-9a-f]{16}\.mp4")  # whole segments
 VOD_FILE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,79}\.(?:mp4|jpg|vtt|json)")
 
 CORS_HEADERS = {
@@ -124,6 +128,16 @@ def vod_segment_key(p: Mapping[str, str]) -> str | None:
     return None
 
 
+def vod_cmaf_key(p: Mapping[str, str]) -> str | None:
+    if (
+        _valid(STREAM_ID, p.get("stream_id"))
+        and _valid(RENDITION, p.get("rendition"))
+        and _valid(VOD_CMAF_NAME, p.get("name"))
+    ):
+        return keys.cmaf_key(p["stream_id"], p["rendition"], p["name"])
+    return None
+
+
 def vod_file_key(p: Mapping[str, str]) -> str | None:
     if _valid(STREAM_ID, p.get("stream_id")) and _valid(VOD_FILE, p.get("file")):
         return keys.vod_key(p["stream_id"], p["file"])
@@ -185,6 +199,7 @@ ORIGIN_ROUTES: tuple[OriginRoute, ...] = (
     OriginRoute("/vod/{stream_id}/master.m3u8", vod_master_key),
     OriginRoute("/vod/{stream_id}/{rendition}/index.m3u8", vod_media_key),
     OriginRoute("/vod/{stream_id}/{rendition}/{seq}.ts", vod_segment_key),
+    OriginRoute("/vod/{stream_id}/{rendition}/{name}", vod_cmaf_key),
     OriginRoute("/vod/{stream_id}/{file}", vod_file_key, ranges=True),
 )
 

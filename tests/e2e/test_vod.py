@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -145,7 +146,7 @@ def test_chapters_follow_the_stream_update(run: VodRun) -> None:
     assert vtt.startswith("WEBVTT") and "Part two (Games)" in vtt
 
 
-def test_vod_playlists_are_finished_and_mark_the_reconnect(run: VodRun) -> None:
+def test_vod_playlists_are_finished_and_mark_the_reconnect(run: VodRun, tmp_path: Path) -> None:
     base = f"/vod/{run.stream_id}"
     variants = parse_master_playlist(run.platform.get(f"{base}/master.m3u8").decode())
     assert sorted(v["NAME"] for v in variants) == sorted(RENDITIONS)
@@ -157,8 +158,21 @@ def test_vod_playlists_are_finished_and_mark_the_reconnect(run: VodRun) -> None:
         assert [s["discontinuity"] for s in info["segments"]].count(True) == 1
         total = sum(s["duration"] for s in info["segments"])
         assert abs(total - STREAM_S) <= info["target_duration"]
+        # the workers wrote CMAF (live's default): the VOD lists the fMP4 segments, each run
+        # after its init segment, and the origin serves both
         first = info["segments"][0]["uri"]
-        assert run.platform.get(f"{base}/{rendition}/{first}")[:1] == b"G"
+        assert first == "000000.m4s" and "#EXT-X-VERSION:6" in text
+        found = re.search(r'#EXT-X-MAP:URI="(init-[0-9a-f]{16}\.mp4)"', text)
+        assert found is not None and text.index("#EXT-X-MAP") < text.index("#EXTINF"), text
+        path = tmp_path / f"{rendition}-first.mp4"
+        path.write_bytes(
+            run.platform.get(f"{base}/{rendition}/{found.group(1)}")
+            + run.platform.get(f"{base}/{rendition}/{first}")
+        )
+        probe = ffprobe(path, "-count_frames", "-show_streams")
+        video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+        assert int(video["nb_read_frames"]) >= 30 and int(video["height"]) == int(rendition[:3])
+        assert any(s["codec_type"] == "audio" for s in probe["streams"])
 
 
 @pytest.mark.parametrize("rendition", RENDITIONS)
@@ -237,6 +251,9 @@ def test_rebuild_matches_the_live_segments_and_adds_a_rendition(
     assert [s["duration"] for s in new] == [s["duration"] for s in rebuilt["360p30"]["segments"]]
     first = store.get(f"streams/{run.stream_id}/240p30/000000.ts").body
     assert first[:1] == b"G"
+    # as live, the rebuild writes CMAF too, and its VOD playlists list it
+    assert all(s["uri"].endswith(".m4s") for s in new)
+    assert store.get(f"streams/{run.stream_id}/240p30/000000.m4s").body[4:8] == b"moof"
     master = parse_master_playlist(store.get(f"vod/{run.stream_id}/master.m3u8").body.decode())
     assert {v["NAME"]: v["RESOLUTION"] for v in master}["240p30"] == "426x240"
     assert summary["segments"] == len(new)

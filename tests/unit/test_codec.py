@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.errors import CorruptPayloadError, UnknownSchemaError
-from schemas.codec import SCHEMA_DIR, Codec, Schema, crc64_avro, load_schemas
+from schemas.codec import SCHEMA_DIR, Codec, Schema, crc64_avro, load_previous, load_schemas
 
 SAMPLES: dict[str, dict[str, Any]] = {
     "DeadLetter": {
@@ -57,6 +57,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "program_date_time_ms": 5,
         "ingest_time_ms": 4,
         "renditions": ["720p30", "480p30"],
+        "cmaf_key": "streams/demo-1/720p30/000007.m4s",
+        "init_key": "streams/demo-1/720p30/init-0123456789abcdef.mp4",
     },
     "PartReady": {
         "stream_id": "demo-1",
@@ -224,3 +226,18 @@ def test_fuzzed_bodies_only_raise_codec_errors(body: bytes) -> None:
     for schema in codec.schemas.values():
         with contextlib.suppress(CorruptPayloadError):
             codec.decode(b"\xc3\x01" + schema.fingerprint + body)
+
+
+def test_records_written_with_a_previous_version_still_decode() -> None:
+    """SegmentReady gained `cmaf_key`/`init_key`: a record its version 1 wrote (still in the
+    segments topic after an upgrade; the VOD reads a stream's whole history) decodes, the new
+    fields at their defaults, with no resolver."""
+    v1 = next(s for s in load_previous() if s.short_name == "SegmentReady")
+    current = Codec()
+    assert v1.fingerprint != current.schemas["SegmentReady"].fingerprint
+    old = Codec({"SegmentReady": v1})
+    record = {k: v for k, v in SAMPLES["SegmentReady"].items() if k not in ("cmaf_key", "init_key")}
+    name, decoded = current.decode(old.encode("SegmentReady", record))
+    assert name == "SegmentReady"
+    assert decoded["cmaf_key"] == "" and decoded["init_key"] == ""
+    assert decoded["key"] == record["key"] and decoded["sequence"] == record["sequence"]

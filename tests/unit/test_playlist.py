@@ -107,3 +107,28 @@ def test_a_timestamp_jump_is_a_discontinuity() -> None:
     window.add(SegmentEntry(1, 180_000, "b", start_pts_90k=180_000))
     window.add(SegmentEntry(2, 180_000, "c", start_pts_90k=9_000_000))
     assert [s.discontinuity for s in window.segments] == [False, False, True]
+
+
+def test_fmp4_segments_follow_their_init_segment() -> None:
+    """A VOD of CMAF segments: EXT-X-MAP before the first segment, again where the init
+    changes and after a discontinuity; version 6 (RFC 8216 §7: EXT-X-MAP outside an I-frame
+    playlist); read back by an independent parser (the `m3u8` package)."""
+    import dataclasses
+
+    import m3u8
+
+    def cmaf(n: int, init: str, disc: bool = False) -> SegmentEntry:
+        return dataclasses.replace(seg(n, disc=disc), uri=f"{n:06d}.m4s", init_uri=init)
+
+    entries = [cmaf(0, "init-a.mp4"), cmaf(1, "init-a.mp4"), cmaf(2, "init-a.mp4", True),
+               cmaf(3, "init-b.mp4")]  # fmt: skip
+    text = render_media_playlist(entries, media_sequence=0, vod=True)
+    assert "#EXT-X-VERSION:6" in text
+    assert text.count("#EXT-X-MAP:") == 3
+    parsed = m3u8.loads(text)
+    assert [s.uri for s in parsed.segments] == [f"{n:06d}.m4s" for n in range(4)]
+    assert [s.init_section.uri for s in parsed.segments] == ["init-a.mp4"] * 3 + ["init-b.mp4"]
+    assert [s.discontinuity for s in parsed.segments] == [False, False, True, False]
+    lines = text.splitlines()
+    assert lines.index('#EXT-X-MAP:URI="init-a.mp4"') < lines.index("#EXTINF:2.000,")
+    assert "#EXT-X-MAP" not in render_media_playlist([seg(0)], media_sequence=0)

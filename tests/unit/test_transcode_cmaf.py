@@ -73,10 +73,21 @@ def test_parts_are_stored_announced_and_decode(gops: list[Gop], tmp_path: Path) 
     transcoder = _transcoder(store, parts)
     chunks = _chunks(gops[0], 8)
     announced_before_last = []
+    events = []
     for n, chunk in enumerate(chunks):
-        transcoder.process(chunk, position=(0, n))
+        events.append(transcoder.process(chunk, position=(0, n)))
         if not chunk["last_part"]:
             announced_before_last.append(len(parts))
+    # the segment's SegmentReady names the CMAF segment and its init (the VOD reads them),
+    # both stored before the record is returned
+    assert events[:-1] == [None] * (len(chunks) - 1)
+    event = events[-1]
+    assert event is not None and event["key"].endswith("000000.ts")
+    assert (
+        event["cmaf_key"] == parts[-1]["segment_key"] and event["init_key"] == parts[0]["init_key"]
+    )
+    assert store.exists(event["cmaf_key"]) and store.exists(event["init_key"])
+    Codec().encode("SegmentReady", event)
     assert announced_before_last[-1] >= 2, "parts must go out while the GOP still arrives"
     assert [p["part"] for p in parts] == list(range(len(parts)))
     assert parts[0]["independent"] and not any(p["independent"] for p in parts[1:])
@@ -108,7 +119,14 @@ def test_parts_are_stored_announced_and_decode(gops: list[Gop], tmp_path: Path) 
 def test_a_whole_gop_gives_the_same_parts_as_its_chunks(gops: list[Gop], tmp_path: Path) -> None:
     whole_parts: list[dict[str, Any]] = []
     store = LocalStore(tmp_path / "whole")
-    _transcoder(store, whole_parts).process(gop_to_record(gops[1], channel="c", ingest_time_ms=1))
+    event = _transcoder(store, whole_parts).process(
+        gop_to_record(gops[1], channel="c", ingest_time_ms=1)
+    )
+    assert event is not None and event["cmaf_key"] == whole_parts[-1]["segment_key"]
+    assert event["init_key"] == whole_parts[0]["init_key"]
+    without = RungTranscoder(LADDER.get("360p30"), LADDER, LocalStore(tmp_path / "ts"))
+    only_ts = without.process(gop_to_record(gops[1], channel="c", ingest_time_ms=1))
+    assert only_ts is not None and (only_ts["cmaf_key"], only_ts["init_key"]) == ("", "")
     chunked: list[dict[str, Any]] = []
     other = LocalStore(tmp_path / "chunked")
     transcoder = _transcoder(other, chunked)

@@ -4,8 +4,10 @@
                   ──StreamEnded   (gops_last_offset)───────────────────┤
                                                                        ▼
     onair.ingest.gops[partition][first..last] ──▶ process pool ──▶ streams/<sid>/<r>/<seq>.ts
-       (the stream's chunks, read once)           one LadderTranscoder     + SegmentReady-like
-                                                  per process              results
+       (the stream's chunks, read once)           one LadderTranscoder     <seq>.m4s, <seq>.<p>.m4s,
+                                                  per process              init-<digest>.mp4
+                                                                           + SegmentReady-like
+                                                                           results
                                                                        ▼
                                           VodBuilder ──▶ vod/<sid>/master.m3u8, <r>/index.m3u8
                                                          (+ MP4s, poster, thumbnails: --vod-files)

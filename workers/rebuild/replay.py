@@ -56,13 +56,21 @@ _STATE: dict[str, Any] = {}
 
 
 def _init_process(
-    spec: StoreSpec, rungs: Sequence[tuple[int, int, int]], preset: str, source_passthrough: bool
+    spec: StoreSpec,
+    rungs: Sequence[tuple[int, int, int]],
+    preset: str,
+    source_passthrough: bool,
+    part_target_ms: int,
 ) -> None:
     store = spec.open()
     ladder = Ladder(tuple(Rendition(*r) for r in rungs))
     _STATE["codec"] = Codec()
     _STATE["transcoder"] = LadderTranscoder(
-        ladder, store, preset=preset, source_passthrough=source_passthrough
+        ladder,
+        store,
+        preset=preset,
+        source_passthrough=source_passthrough,
+        part_target_90k=part_target_ms * 90,
     )
 
 
@@ -102,6 +110,7 @@ def rebuild(
     workers: int | None = None,
     preset: str = "veryfast",
     source_passthrough: bool = True,  # as live (Settings' default): the same bytes
+    part_target_ms: int = 200,  # as live: CMAF segments (cut in parts) beside MPEG-TS; 0: TS only
     vod_files: bool = False,
     progress: Callable[[int, float], None] | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -131,7 +140,7 @@ def rebuild(
         stream_id,
         output,
         rungs,
-        (preset, source_passthrough),
+        (preset, source_passthrough, part_target_ms),
         workers,
         progress,
     )
@@ -169,7 +178,7 @@ def _transcode_all(
     stream_id: str,
     output: StoreSpec,
     rungs: Sequence[Rendition],
-    encoding: tuple[str, bool],  # x264 preset, source passthrough
+    encoding: tuple[str, bool, int],  # x264 preset, source passthrough, part target (ms)
     workers: int | None,
     progress: Callable[[int, float], None] | None,
 ) -> SegmentSet:

@@ -127,6 +127,9 @@ class RungTranscoder:
             whole.pdt_ms = record["ingest_time_ms"] - gop.duration_90k // 90
             whole.unstored = [*parts, *encoding.last_parts]
             self._flush_parts(base, whole, final=True)
+            return self._written(
+                base, gop.start_pts_90k, gop.duration_90k, segment, self._cmaf_keys(base, whole)
+            )
         return self._written(base, gop.start_pts_90k, gop.duration_90k, segment)
 
     def open_streams(self) -> list[str]:
@@ -209,7 +212,13 @@ class RungTranscoder:
     ) -> dict[str, Any]:
         assert current.finished is not None
         self._flush_parts(base, current, final=True)  # again on a retry: a repeated record
-        event = self._written(base, current.start_pts_90k, duration_90k, current.finished)
+        event = self._written(
+            base,
+            current.start_pts_90k,
+            duration_90k,
+            current.finished,
+            self._cmaf_keys(base, current),
+        )
         del self._open[stream_id]  # stored: the GOP no longer holds back the commit
         return event
 
@@ -284,10 +293,28 @@ class RungTranscoder:
             gop.parts.append(part)
             gop.unstored.pop(0)
 
+    def _cmaf_keys(self, base: dict[str, Any], gop: _OpenGop) -> dict[str, str]:
+        """The CMAF segment and init `_flush_parts` stored for a finished GOP (none when the
+        rung writes no CMAF), for its SegmentReady: the VOD reads the segment from them."""
+        cutter = gop.encoding.cutter
+        if not self.part_target_90k or cutter is None or cutter.init is None or not gop.parts:
+            return {}
+        stream_id, rendition = base["stream_id"], base["rendition"]
+        return {
+            "cmaf_key": cmaf_key(stream_id, rendition, cmaf_segment_name(base["sequence"])),
+            "init_key": cmaf_key(stream_id, rendition, cutter.init.name),
+        }
+
     def _written(
-        self, base: dict[str, Any], start_pts_90k: int, duration_90k: int, segment: EncodedSegment
+        self,
+        base: dict[str, Any],
+        start_pts_90k: int,
+        duration_90k: int,
+        segment: EncodedSegment,
+        cmaf: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Store the segment under its deterministic name → its SegmentReady record."""
+        """Store the segment under its deterministic name → its SegmentReady record (with
+        `cmaf`: the same segment as CMAF, stored already)."""
         key = segment_key(base["stream_id"], base["rendition"], base["sequence"])
         self.store.put(
             key, segment.data, content_type="video/mp2t", cache_control=SEGMENT_CACHE_CONTROL
@@ -306,6 +333,9 @@ class RungTranscoder:
             "codecs": segment.codecs,
             "program_date_time_ms": base["ingest_time_ms"] - duration_90k // 90,
             "end_of_stream": False,
+            "cmaf_key": "",
+            "init_key": "",
+            **(cmaf or {}),
         }
 
 
@@ -321,6 +351,7 @@ class LadderTranscoder:
         preset: str = "veryfast",
         registry: Registry | None = None,
         source_passthrough: bool = False,
+        part_target_90k: int = 0,  # > 0: CMAF too (PartReady records are not sent anywhere)
     ) -> None:
         registry = registry if registry is not None else Registry()
         self.rungs = [
@@ -331,6 +362,7 @@ class LadderTranscoder:
                 preset=preset,
                 registry=registry,
                 source_passthrough=source_passthrough,
+                part_target_90k=part_target_90k,
             )
             for rung in ladder.rungs
         ]
@@ -401,4 +433,6 @@ _EMPTY = {
     "height": 0,
     "fps": 0.0,
     "codecs": "",
+    "cmaf_key": "",
+    "init_key": "",
 }

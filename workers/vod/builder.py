@@ -15,11 +15,11 @@ from typing import Any
 from av.video.frame import VideoFrame
 
 from pipeline.errors import MediaError, ObjectNotFound
-from pipeline.keys import segment_key, vod_key
+from pipeline.keys import vod_key
 from pipeline.store import ObjectStore, content_type_for
 from workers.vod.chapters import Chapter, chapters_for, chapters_vtt
 from workers.vod.history import StreamHistory
-from workers.vod.media import remux_mp4, remux_stream, splice_ts
+from workers.vod.media import join_cmaf, remux_mp4, remux_stream, splice_ts
 from workers.vod.playlists import vod_master_playlist, vod_media_playlist
 from workers.vod.spool import SegmentSpool
 from workers.vod.thumbnails import (
@@ -39,7 +39,7 @@ VOD_CACHE_CONTROL = "public, max-age=300"  # a rebuild may rewrite a VOD's files
 
 
 def _ordered(
-    items: Sequence[int], fetch: Callable[[int], bytes], pool: ThreadPoolExecutor, window: int = 8
+    items: Sequence[str], fetch: Callable[[str], bytes], pool: ThreadPoolExecutor, window: int = 8
 ) -> Iterator[bytes]:
     """`fetch(item)` for every item, in order, at most `window` ahead."""
     pending: list[Future[bytes]] = []
@@ -59,7 +59,8 @@ def _ordered(
 @dataclass
 class VodBuilder:
     """Writes one stream's VOD files into `store`. Segments are read from `spool` when it has
-    them, from `source` (the store holding `streams/...`, by default `store`) otherwise."""
+    them, from `source` (the store holding `streams/...`, by default `store`) otherwise: the
+    CMAF segments when every segment has one (`Timeline.cmaf`), the MPEG-TS ones if not."""
 
     store: ObjectStore
     spool: SegmentSpool | None = None
@@ -68,12 +69,21 @@ class VodBuilder:
     fetch_workers: int = 4
     mp4: bool = True
 
-    def segment(self, stream_id: str, rendition: str, sequence: int) -> bytes:
+    def read(self, key: str) -> bytes:
+        """An object of `streams/...`: the spool's copy, else the source store's."""
         if self.spool is not None:
-            local = self.spool.get(stream_id, rendition, sequence)
+            local = self.spool.get(key)
             if local is not None:
                 return local
-        return (self.source or self.store).get(segment_key(stream_id, rendition, sequence)).body
+        return (self.source or self.store).get(key).body
+
+    def playable(self, timeline: Timeline, rendition: str, index: int) -> tuple[bytes, str]:
+        """Segment `index` as a demuxer opens it alone, and the container's name: MPEG-TS,
+        or a CMAF segment after its init segment (fragmented MP4)."""
+        data = self.read(timeline.segment_key(index, rendition))
+        if not timeline.cmaf:
+            return data, "mpegts"
+        return self.read(timeline.record(index, rendition)["init_key"]) + data, "mp4"
 
     def _put(self, key: str, body: bytes) -> None:
         self.store.put(
@@ -99,22 +109,29 @@ class VodBuilder:
         directory = workdir / rendition
         directory.mkdir(parents=True, exist_ok=True)
         output = directory / f"{rendition}.mp4"
-        runs = timeline.runs()
+        runs = timeline.runs(rendition)
+        cmaf = timeline.cmaf
         started = time.perf_counter()
         with ThreadPoolExecutor(self.fetch_workers) as pool:
 
             def segments(run: range) -> Iterator[bytes]:
-                sequences = [timeline.sequences[i] for i in run]
-                return _ordered(sequences, lambda s: self.segment(stream_id, rendition, s), pool)
+                keys = [timeline.segment_key(i, rendition) for i in run]
+                return _ordered(keys, self.read, pool)
+
+            def init(run: range) -> bytes:  # a run has one init segment (Timeline.runs)
+                return self.read(timeline.record(run[0], rendition)["init_key"])
 
             if len(runs) == 1:  # the usual case: straight into ffmpeg, no temporary copy
-                remux_stream(segments(runs[0]), output)
+                remux_stream(segments(runs[0]), output, init=init(runs[0]) if cmaf else None)
             else:
                 files: list[tuple[Path, int]] = []
                 for number, run in enumerate(runs):
-                    path = directory / f"run-{number:04d}.ts"
+                    path = directory / f"run-{number:04d}.{'mp4' if cmaf else 'ts'}"
                     with path.open("wb") as out:
-                        splice_ts(segments(run), out)
+                        if cmaf:
+                            join_cmaf(init(run), segments(run), out)
+                        else:
+                            splice_ts(segments(run), out)
                     end = timeline.offsets_90k[run[-1]] + timeline.record(run[-1])["duration_90k"]
                     files.append((path, end - timeline.offsets_90k[run[0]]))
                 remux_mp4(files, output)
@@ -144,7 +161,7 @@ class VodBuilder:
         """poster.jpg (a third in, highest rendition), thumbs.jpg + thumbs.vtt (lowest)."""
         top = timeline.renditions[0]
         poster_index = timeline.index_at(timeline.total_90k // 3)
-        frame = first_frame(self.segment(stream_id, top, timeline.sequences[poster_index]))
+        frame = first_frame(*self.playable(timeline, top, poster_index))
         poster = vod_key(stream_id, "poster.jpg")
         self._put(
             poster, encode_jpeg(frame, *even_size(frame.width, frame.height, POSTER_MAX_WIDTH))
@@ -160,8 +177,8 @@ class VodBuilder:
         for k in range(grid.count):
             index = timeline.index_at(k * grid.interval_ms * MS_90K)
             if index not in decoded:
-                segment = self.segment(stream_id, low, timeline.sequences[index])
-                decoded[index] = first_frame(segment).reformat(grid.width, grid.height, "yuv420p")
+                segment = self.playable(timeline, low, index)
+                decoded[index] = first_frame(*segment).reformat(grid.width, grid.height, "yuv420p")
             tiles.append(decoded[index])
         sprite = compose_sprite(tiles, grid)
         self._put(

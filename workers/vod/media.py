@@ -1,4 +1,5 @@
-"""The VOD's media files: `splice_ts()` joins segments into one continuous MPEG-TS per run,
+"""The VOD's media files: `splice_ts()` joins MPEG-TS segments into one continuous MPEG-TS per
+run, `join_cmaf()` a CMAF init segment and its segments into one fragmented MP4 per run;
 `remux_mp4()` / `remux_stream()` have ffmpeg copy runs into one MP4 (`-c copy -movflags
 +faststart`)."""
 
@@ -62,8 +63,25 @@ def splice_ts(segments: Iterable[bytes], out: IO[bytes]) -> int:
     return written
 
 
+def join_cmaf(init: bytes, segments: Iterable[bytes], out: IO[bytes]) -> int:
+    """An init segment and CMAF segments that need it → one fragmented MP4 (ISO/IEC 23000-19:
+    a CMAF track is its header followed by its fragments). Each fragment carries its own
+    decode time (`tfdt`), so nothing is rewritten."""
+    if init[4:8] != b"ftyp":
+        raise MediaError("the init segment of a run is not an MP4 header")
+    out.write(init)
+    written = len(init)
+    for index, segment in enumerate(segments):
+        if segment[4:8] not in (b"moof", b"styp"):
+            raise MediaError(f"segment {index} of a run is not a CMAF fragment")
+        out.write(segment)
+        written += len(segment)
+    return written
+
+
 def remux_mp4(runs: Sequence[tuple[Path, int]], output: Path) -> None:
-    """MPEG-TS runs (file, duration in 90 kHz) → one MP4, streams copied, moov first.
+    """Runs (an MPEG-TS or fragmented MP4 file, its duration in 90 kHz) → one MP4, streams
+    copied, moov first.
 
     ffmpeg's concat demuxer places each run right after the previous one's duration, so a
     reconnect (timestamps starting over) becomes a seamless cut in the MP4's timeline."""
@@ -83,12 +101,13 @@ def remux_mp4(runs: Sequence[tuple[Path, int]], output: Path) -> None:
         raise MediaError(f"ffmpeg remux to {output.name} failed: {result.stderr.strip()[-500:]}")
 
 
-def remux_stream(segments: Iterable[bytes], output: Path) -> None:
-    """Segments whose timestamps continue (one run) → one MP4, spliced straight into
-    ffmpeg's standard input."""
+def remux_stream(segments: Iterable[bytes], output: Path, *, init: bytes | None = None) -> None:
+    """Segments whose timestamps continue (one run) → one MP4, straight into ffmpeg's
+    standard input: MPEG-TS segments spliced, or with `init` CMAF segments after their init
+    segment (one fragmented MP4)."""
     command = [
         FFMPEG, "-nostdin", "-hide_banner", "-v", "error", "-y",
-        "-f", "mpegts", "-i", "pipe:0",
+        "-f", "mpegts" if init is None else "mp4", "-i", "pipe:0",
         "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy",
         "-movflags", "+faststart", "-f", "mp4", str(output),
     ]  # fmt: skip
@@ -96,7 +115,10 @@ def remux_stream(segments: Iterable[bytes], output: Path) -> None:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=errors)
         assert process.stdin is not None
         try:
-            splice_ts(segments, process.stdin)
+            if init is None:
+                splice_ts(segments, process.stdin)
+            else:
+                join_cmaf(init, segments, process.stdin)
             process.stdin.close()
         except BrokenPipeError:
             pass  # ffmpeg stopped reading: its status and message say why

@@ -1,6 +1,7 @@
-"""The live spool: while a stream is live, `Prefetcher` copies its segments into a local
-`SegmentSpool` as they are announced, so the end-of-stream work reads local files instead of
-the whole stream from the store (the spool is only a cache: anything missing is fetched).
+"""The live spool: while a stream is live, `Prefetcher` copies its segments (CMAF with their
+init segments, or MPEG-TS) into a local `SegmentSpool` as they are announced, so the
+end-of-stream work reads local files instead of the whole stream from the store (the spool
+is only a cache: anything missing is fetched).
 
 The prefetcher's reading is a `topics.follower.Follower` (`vod-prefetch`): a failed poll
 restarts it where its last batch ended; `prefetcher.follower.probe` goes to the worker's
@@ -33,36 +34,48 @@ logger = logging.getLogger(__name__)
 
 
 class SegmentSpool:
-    """Local copies of live segments, `<root>/<stream_id>/<rendition>/<seq>.ts`."""
+    """Local copies of a live stream's objects under their store keys: `<root>/<key>`, keys
+    such as `streams/<stream_id>/<rendition>/000042.m4s` (see pipeline/keys.py)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def path(self, stream_id: str, rendition: str, sequence: int) -> Path:
-        return self.root / stream_id / rendition / f"{sequence:06d}.ts"
+    def path(self, key: str) -> Path:
+        parts = key.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"not a store key: {key!r}")
+        return self.root.joinpath(*parts)
 
-    def put(self, stream_id: str, rendition: str, sequence: int, body: bytes) -> None:
-        path = self.path(stream_id, rendition, sequence)
+    def put(self, key: str, body: bytes) -> None:
+        path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as handle:
             handle.write(body)
         os.replace(tmp, path)
 
-    def get(self, stream_id: str, rendition: str, sequence: int) -> bytes | None:
+    def get(self, key: str) -> bytes | None:
         try:
-            return self.path(stream_id, rendition, sequence).read_bytes()
+            return self.path(key).read_bytes()
         except FileNotFoundError:
             return None
 
+    def has(self, key: str) -> bool:
+        return self.path(key).is_file()
+
     def drop(self, stream_id: str) -> None:
-        shutil.rmtree(self.root / stream_id, ignore_errors=True)
+        shutil.rmtree(self.root / "streams" / stream_id, ignore_errors=True)
 
     def sweep(self, max_age_s: float) -> None:
-        """Forget streams whose spool has not changed for `max_age_s` (never ended here)."""
+        """Forget streams whose spool has not changed for `max_age_s` (never ended here), and
+        anything else as old under the root (an earlier layout's folders)."""
         cutoff = time.time() - max_age_s
-        for child in self.root.iterdir():
+        streams = self.root / "streams"
+        children = [c for c in self.root.iterdir() if c != streams]
+        if streams.is_dir():
+            children += list(streams.iterdir())
+        for child in children:
             with contextlib.suppress(OSError):
                 if child.is_dir() and child.stat().st_mtime < cutoff:
                     shutil.rmtree(child, ignore_errors=True)
@@ -128,14 +141,22 @@ class Prefetcher:
         self._pool.submit(self._fetch, record).add_done_callback(lambda _: self._slots.release())
 
     def _fetch(self, record: dict[str, Any]) -> None:
-        try:
-            body = self.store.get(record["key"]).body
-            self.spool.put(record["stream_id"], record["rendition"], record["sequence"], body)
-            self.fetched.inc()
-        except ObjectNotFound:  # not in this store: another platform's stream
-            logger.debug("vod prefetch: %s not found", record["key"])
-        except Exception as exc:
-            logger.warning("vod prefetch of %s failed: %s", record["key"], exc)
+        """The segment in the format the VOD will read: CMAF (and its init segment, once)
+        when it was written, MPEG-TS otherwise."""
+        if record.get("cmaf_key") and record.get("init_key"):
+            keys = [record["cmaf_key"]]
+            if not self.spool.has(record["init_key"]):
+                keys.append(record["init_key"])
+        else:
+            keys = [record["key"]]
+        for key in keys:
+            try:
+                self.spool.put(key, self.store.get(key).body)
+                self.fetched.inc()
+            except ObjectNotFound:  # not in this store: another platform's stream
+                logger.debug("vod prefetch: %s not found", key)
+            except Exception as exc:
+                logger.warning("vod prefetch of %s failed: %s", key, exc)
 
     def stop(self) -> None:
         self.follower.stop()

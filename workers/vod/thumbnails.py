@@ -65,10 +65,11 @@ class ThumbnailGrid:
         return "\n".join(lines)
 
 
-def first_frame(segment: bytes) -> VideoFrame:
-    """The segment's first video frame (segments open on an IDR frame)."""
+def first_frame(segment: bytes, fmt: str = "mpegts") -> VideoFrame:
+    """The segment's first video frame (segments open on an IDR frame): an MPEG-TS segment,
+    or (`fmt="mp4"`) a CMAF init segment followed by a segment."""
     try:
-        with av.open(io.BytesIO(segment), mode="r", format="mpegts") as container:
+        with av.open(io.BytesIO(segment), mode="r", format=fmt) as container:
             stream = container.streams.video[0]
             stream.codec_context.skip_frame = "NONKEY"
             for frame in container.decode(stream):

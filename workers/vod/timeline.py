@@ -7,9 +7,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pipeline.errors import MediaError
+from pipeline.keys import cmaf_segment_name, segment_name
 from pipeline.playlist import SegmentEntry
 from pipeline.timebase import CLOCK_90K
 
@@ -110,14 +112,38 @@ class Timeline:
     def record(self, index: int, rendition: str | None = None) -> Mapping[str, Any]:
         return self.records[rendition or self.renditions[0]][self.sequences[index]]
 
-    def runs(self) -> list[range]:
-        """Index ranges between breaks: within a run, timestamps continue."""
-        starts = [0, *sorted(self.breaks), len(self.sequences)]
+    @cached_property
+    def cmaf(self) -> bool:
+        """Every segment of every included rendition was also written as CMAF (the live
+        workers cut parts for low-latency HLS): the VOD then reads and lists the CMAF
+        segments. A stream with any segment written as MPEG-TS only stays on MPEG-TS."""
+        return all(
+            self.records[rendition][sequence].get("cmaf_key")
+            and self.records[rendition][sequence].get("init_key")
+            for rendition in self.renditions
+            for sequence in self.sequences
+        )
+
+    def segment_key(self, index: int, rendition: str) -> str:
+        """The object the VOD reads for segment `index` of `rendition`."""
+        record = self.record(index, rendition)
+        return str(record["cmaf_key"] if self.cmaf else record["key"])
+
+    def runs(self, rendition: str | None = None) -> list[range]:
+        """Index ranges between breaks: within a run, timestamps continue. With `rendition`
+        and CMAF, a run also ends where that rendition's init segment changes (one MP4
+        stream is one init)."""
+        cuts = set(self.breaks)
+        if rendition is not None and self.cmaf:
+            inits = [self.record(i, rendition)["init_key"] for i in range(len(self.sequences))]
+            cuts |= {i for i in range(1, len(inits)) if inits[i] != inits[i - 1]}
+        starts = [0, *sorted(cuts), len(self.sequences)]
         return [range(a, b) for a, b in itertools.pairwise(starts) if b > a]
 
     def entries(self, rendition: str) -> list[SegmentEntry]:
         """The rendition's playlist entries; PROGRAM-DATE-TIME where a run starts."""
         entries = []
+        cmaf = self.cmaf
         for index, sequence in enumerate(self.sequences):
             record = self.records[rendition][sequence]
             opens_run = index == 0 or index in self.breaks
@@ -125,7 +151,8 @@ class Timeline:
                 SegmentEntry(
                     sequence=sequence,
                     duration_90k=record["duration_90k"],
-                    uri=f"{sequence:06d}.ts",
+                    uri=cmaf_segment_name(sequence) if cmaf else segment_name(sequence),
+                    init_uri=str(record["init_key"]).rsplit("/", 1)[-1] if cmaf else "",
                     discontinuity=index in self.breaks,
                     program_date_time_ms=self.record(index)["program_date_time_ms"]
                     if opens_run

@@ -32,6 +32,18 @@ def fill(store: LocalStore) -> None:
     put_playlist(store, f"vod/{STREAM}/160p30/index.m3u8", "#EXTM3U\n#vod media\n")
     put_segment(store, f"streams/{STREAM}/160p30/000007.ts", b"\x47" * 188)
     store.put(
+        f"streams/{STREAM}/160p30/000007.m4s",
+        b"\0\0\0\x08moof",
+        content_type="video/iso.segment",
+        cache_control=SEGMENT_CC,
+    )
+    store.put(
+        f"streams/{STREAM}/160p30/init-0123456789abcdef.mp4",
+        b"\0\0\0\x08ftyp",
+        content_type="video/mp4",
+        cache_control=SEGMENT_CC,
+    )
+    store.put(
         f"vod/{STREAM}/recording.mp4",
         MP4_BODY,
         content_type="video/mp4",
@@ -63,6 +75,16 @@ ROUTES = [
         "application/vnd.apple.mpegurl",
     ),
     (f"/vod/{STREAM}/160p30/000007.ts", f"streams/{STREAM}/160p30/000007.ts", "video/mp2t"),
+    (
+        f"/vod/{STREAM}/160p30/000007.m4s",
+        f"streams/{STREAM}/160p30/000007.m4s",
+        "video/iso.segment",
+    ),
+    (
+        f"/vod/{STREAM}/160p30/init-0123456789abcdef.mp4",
+        f"streams/{STREAM}/160p30/init-0123456789abcdef.mp4",
+        "video/mp4",
+    ),
     (f"/vod/{STREAM}/recording.mp4", f"vod/{STREAM}/recording.mp4", "video/mp4"),
     (f"/vod/{STREAM}/thumb.jpg", f"vod/{STREAM}/thumb.jpg", "image/jpeg"),
     (f"/vod/{STREAM}/chapters.vtt", f"vod/{STREAM}/chapters.vtt", "text/vtt; charset=utf-8"),
@@ -74,6 +96,8 @@ ROUTE_IDS = [
     "vod-master",
     "vod-media",
     "vod-segment",
+    "vod-cmaf-segment",
+    "vod-cmaf-init",
     "vod-mp4",
     "vod-jpg",
     "vod-vtt",
@@ -295,6 +319,9 @@ BAD_TARGETS = [
     b"/vod/s1/recording.mp4.meta",
     b"/vod/" + b"s" * 81 + b"/master.m3u8",
     b"/vod/s1/720p30/000001.ts.meta",
+    b"/vod/s1/720p30/000001.2.m4s",
+    b"/vod/s1/720p30/init-0123.mp4",
+    b"/vod/s1/720p30/recording.mp4",
     b"/streams/s1/720p30/000001.ts",
     b"/live/demo/master.m3u8x",
 ]
@@ -324,6 +351,9 @@ BAD_IDS = [
     "vod-sidecar-meta",
     "stream-id-too-long",
     "segment-sidecar-meta",
+    "vod-cmaf-part-not-listed",
+    "vod-init-short-digest",
+    "vod-rendition-file",
     "store-layout-not-routed",
     "suffix-after-extension",
 ]
