@@ -316,6 +316,7 @@ def cmd_transcode(args: argparse.Namespace, settings: Settings) -> int:
         instance_id=instance_id(f"transcode-{rung.name}", args.instance),
         health=health,
         part_target_ms=settings.part_target_ms,
+        ts_segments=settings.ts_segments,
     )
     stop_on_signals(worker.stop_event.set)
     worker.run()

@@ -146,6 +146,7 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         preset=settings.x264_preset,
         source_passthrough=settings.source_passthrough,
         part_target_ms=settings.part_target_ms,
+        ts_segments=settings.ts_segments,
         vod_files=args.vod_files,
         progress=progress,
         on_start=start_bar,

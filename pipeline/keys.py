@@ -9,7 +9,8 @@ rebuild (the same layout under its own prefix) and the HLS origin (URL → key).
     streams/<stream_id>/<rendition>/init-<digest>.mp4 the CMAF init segment its parts need
     live/<channel>/master.m3u8                    the live master playlist
     live/<channel>/<rendition>/index.m3u8         a live media playlist; it lists segments as
-                                                  <stream_id>/<NNNNNN>.ts (see live_segment_uri)
+                                                  <stream_id>/<NNNNNN>.ts (see live_segment_uri),
+                                                  or .m4s when no MPEG-TS is written
     vod/<stream_id>/<name>                        a VOD's files: master.m3u8,
                                                   <rendition>/index.m3u8, <rendition>.mp4, …
 
@@ -49,10 +50,16 @@ def live_media_key(channel: str, rendition: str) -> str:
     return f"live/{channel}/{rendition}/index.m3u8"
 
 
-def live_segment_uri(stream_id: str, sequence: int) -> str:
+def live_segment_uri(stream_id: str, sequence: int, *, cmaf: bool = False) -> str:
     """A segment's URI in a live media playlist (relative to it): the origin maps
-    /live/<channel>/<rendition>/<stream_id>/<NNNNNN>.ts to `segment_key`."""
-    return f"{stream_id}/{segment_name(sequence)}"
+    /live/<channel>/<rendition>/<stream_id>/<NNNNNN>.ts to `segment_key` (`cmaf`: the
+    CMAF segment <NNNNNN>.m4s, to `cmaf_key`)."""
+    return f"{stream_id}/{cmaf_segment_name(sequence) if cmaf else segment_name(sequence)}"
+
+
+def live_init_uri(stream_id: str, init_key: str) -> str:
+    """The URI of a CMAF init segment (`init_key`) in a live media playlist (EXT-X-MAP)."""
+    return f"{stream_id}/{init_key.rsplit('/', 1)[-1]}"
 
 
 def vod_key(stream_id: str, name: str) -> str:

@@ -86,6 +86,9 @@ class Settings:
     # low-latency HLS: CMAF parts of at most this long (EXT-X-PART-INF:PART-TARGET; players
     # hold back three of them); 0 = MPEG-TS segments only
     part_target_ms: int = 200
+    # every segment also as MPEG-TS (the classic playlists list it); off: the classic
+    # playlists list the CMAF segments (fMP4), one copy of each segment in the store
+    ts_segments: bool = True
     # the GOP length publishers are asked for (keyframe interval): EXT-X-TARGETDURATION
     segment_target_s: int = 2
     ll_playlist_window: int = 15  # segments an LL playlist lists (delta updates skip most)
@@ -157,6 +160,11 @@ class Settings:
         take("ONAIR_SEGMENT_TARGET_S", "segment_target_s", lambda n, r: _int(n, r, 1, 20))
         take("ONAIR_LL_PLAYLIST_WINDOW", "ll_playlist_window", lambda n, r: _int(n, r, 6, 1000))
         take("ONAIR_PART_TARGET_MS", "part_target_ms", lambda n, r: _int(n, r, 0, 5_000))
+        take("ONAIR_TS_SEGMENTS", "ts_segments", _flag)
+        if values.get("ts_segments") is False and values.get("part_target_ms", 1) == 0:
+            raise ConfigError(
+                "ONAIR_TS_SEGMENTS", "0 needs CMAF segments: ONAIR_PART_TARGET_MS must be > 0"
+            )
         take("ONAIR_RECONNECT_GRACE_S", "reconnect_grace_s", lambda n, r: _float(n, r, 0, 600))
         take("ONAIR_INGEST_LEASE_TTL_S", "ingest_lease_ttl_s", lambda n, r: _float(n, r, 2, 600))
         take(

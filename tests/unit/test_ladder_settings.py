@@ -114,6 +114,15 @@ def test_source_passthrough_is_on_unless_turned_off(
     assert Settings.from_env(env).source_passthrough is on
 
 
+def test_mpeg_ts_segments_are_on_by_default_and_off_only_with_cmaf(tmp_path: Path) -> None:
+    env = {"ONAIR_STATE_DIR": str(tmp_path)}
+    assert Settings.from_env(env).ts_segments is True
+    assert Settings.from_env({**env, "ONAIR_TS_SEGMENTS": "0"}).ts_segments is False
+    with pytest.raises(ConfigError, match=r"ONAIR_TS_SEGMENTS.*ONAIR_PART_TARGET_MS"):
+        Settings.from_env({**env, "ONAIR_TS_SEGMENTS": "0", "ONAIR_PART_TARGET_MS": "0"})
+    assert Settings.from_env({**env, "ONAIR_PART_TARGET_MS": "0"}).ts_segments is True
+
+
 def test_processes_starting_at_once_agree_on_the_secrets(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -220,3 +220,31 @@ def test_a_store_failure_on_a_part_keeps_the_gop_for_the_retry(
     assert store.get(parts[-1]["segment_key"]).body == b"".join(
         store.get(p["key"]).body for p in parts
     )
+
+
+def test_without_mpeg_ts_the_cmaf_segment_is_the_segment(gops: list[Gop], tmp_path: Path) -> None:
+    """`ONAIR_TS_SEGMENTS=0`: no MPEG-TS muxed or stored; SegmentReady's key is the CMAF
+    segment, its size and bitrate that segment's, so the classic playlists list it."""
+    store = LocalStore(tmp_path / "store")
+    parts: list[dict[str, Any]] = []
+    transcoder = RungTranscoder(
+        LADDER.get("360p30"),
+        LADDER,
+        store,
+        part_target_90k=PART_TARGET_90K,
+        on_part=parts.append,
+        ts_segments=False,
+    )
+    events = [transcoder.process(c, position=(0, n)) for n, c in enumerate(_chunks(gops[0], 8))]
+    event = events[-1]
+    assert event is not None
+    assert event["key"] == event["cmaf_key"] == parts[-1]["segment_key"]
+    whole = store.get(event["key"]).body
+    assert event["size_bytes"] == len(whole)
+    expected_bps = len(whole) * 8 * 90_000 / event["duration_90k"]
+    assert abs(event["bitrate_bps"] - expected_bps) <= 1
+    stored = store.list("streams/")
+    assert event["key"] in stored and not [k for k in stored if k.endswith(".ts")]
+    Codec().encode("SegmentReady", event)
+    with pytest.raises(ValueError, match="needs CMAF parts"):
+        RungTranscoder(LADDER.get("360p30"), LADDER, store, ts_segments=False)

@@ -4,6 +4,7 @@ that changed written; the tables are any mutable mappings, so no Kafka here.
 Store layout written here:
     live/<channel>/master.m3u8               master (written once every rendition has a segment)
     live/<channel>/<rendition>/index.m3u8    live media playlist, segments as <stream_id>/N.ts
+                                             (<stream_id>/N.m4s after EXT-X-MAP without MPEG-TS)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import CodecError
-from pipeline.keys import live_master_key, live_media_key, live_segment_uri
+from pipeline.keys import live_init_uri, live_master_key, live_media_key, live_segment_uri
 from pipeline.metrics import Registry
 from pipeline.playlist import (
     BandwidthMeter,
@@ -89,11 +90,15 @@ class Packager:
         if record["end_of_stream"]:
             changed = window.end_at(record["sequence"])
         else:
+            # the segment is its CMAF copy when the workers write no MPEG-TS: fMP4 after its
+            # init segment (EXT-X-MAP)
+            cmaf = bool(record["key"]) and record["key"] == record["cmaf_key"]
             changed = window.add(
                 SegmentEntry(
                     sequence=record["sequence"],
                     duration_90k=record["duration_90k"],
-                    uri=live_segment_uri(stream_id, record["sequence"]),
+                    uri=live_segment_uri(stream_id, record["sequence"], cmaf=cmaf),
+                    init_uri=live_init_uri(stream_id, record["init_key"]) if cmaf else "",
                     discontinuity=record["discontinuity"],
                     program_date_time_ms=record["program_date_time_ms"],
                     size_bytes=record["size_bytes"],

@@ -61,6 +61,7 @@ def _init_process(
     preset: str,
     source_passthrough: bool,
     part_target_ms: int,
+    ts_segments: bool,
 ) -> None:
     store = spec.open()
     ladder = Ladder(tuple(Rendition(*r) for r in rungs))
@@ -71,6 +72,7 @@ def _init_process(
         preset=preset,
         source_passthrough=source_passthrough,
         part_target_90k=part_target_ms * 90,
+        ts_segments=ts_segments,
     )
 
 
@@ -111,6 +113,7 @@ def rebuild(
     preset: str = "veryfast",
     source_passthrough: bool = True,  # as live (Settings' default): the same bytes
     part_target_ms: int = 200,  # as live: CMAF segments (cut in parts) beside MPEG-TS; 0: TS only
+    ts_segments: bool = True,  # as live: MPEG-TS segments too
     vod_files: bool = False,
     progress: Callable[[int, float], None] | None = None,
     on_start: Callable[[int], None] | None = None,
@@ -140,7 +143,7 @@ def rebuild(
         stream_id,
         output,
         rungs,
-        (preset, source_passthrough, part_target_ms),
+        (preset, source_passthrough, part_target_ms, ts_segments),
         workers,
         progress,
     )
@@ -178,7 +181,7 @@ def _transcode_all(
     stream_id: str,
     output: StoreSpec,
     rungs: Sequence[Rendition],
-    encoding: tuple[str, bool, int],  # x264 preset, source passthrough, part target (ms)
+    encoding: tuple[str, bool, int, bool],  # x264 preset, passthrough, part target (ms), TS
     workers: int | None,
     progress: Callable[[int, float], None] | None,
 ) -> SegmentSet:

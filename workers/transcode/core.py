@@ -50,16 +50,21 @@ class RungTranscoder:
     # each part's PartReady record goes to `on_part` once the part is durable (LL-HLS)
     part_target_90k: int = 0
     on_part: Callable[[dict[str, Any]], None] = field(default=lambda record: None)
+    # every segment also as MPEG-TS (the classic playlists'); off: CMAF only (needs parts)
+    ts_segments: bool = True
 
     def __post_init__(self) -> None:
         self._open: dict[str, _OpenGop] = {}  # GOPs arriving in parts, by stream
         self._inits: set[str] = set()  # init segments written by this transcoder
         threads = self.threads or (2 if self.rung.height >= 720 else 1)
+        if not self.ts_segments and not self.part_target_90k:
+            raise ValueError("a rung without MPEG-TS segments needs CMAF parts (part_target_90k)")
         self._transcoder = GopTranscoder(
             self.rung,
             preset=self.preset,
             threads=threads,
             source_passthrough=self.source_passthrough,
+            ts_segments=self.ts_segments,
         )
         m, rung, by_rung = self.registry, self.rung.name, ("rendition",)
         self.segments = m.counter(
@@ -127,9 +132,7 @@ class RungTranscoder:
             whole.pdt_ms = record["ingest_time_ms"] - gop.duration_90k // 90
             whole.unstored = [*parts, *encoding.last_parts]
             self._flush_parts(base, whole, final=True)
-            return self._written(
-                base, gop.start_pts_90k, gop.duration_90k, segment, self._cmaf_keys(base, whole)
-            )
+            return self._written(base, gop.start_pts_90k, gop.duration_90k, segment, whole)
         return self._written(base, gop.start_pts_90k, gop.duration_90k, segment)
 
     def open_streams(self) -> list[str]:
@@ -212,13 +215,7 @@ class RungTranscoder:
     ) -> dict[str, Any]:
         assert current.finished is not None
         self._flush_parts(base, current, final=True)  # again on a retry: a repeated record
-        event = self._written(
-            base,
-            current.start_pts_90k,
-            duration_90k,
-            current.finished,
-            self._cmaf_keys(base, current),
-        )
+        event = self._written(base, current.start_pts_90k, duration_90k, current.finished, current)
         del self._open[stream_id]  # stored: the GOP no longer holds back the commit
         return event
 
@@ -293,49 +290,53 @@ class RungTranscoder:
             gop.parts.append(part)
             gop.unstored.pop(0)
 
-    def _cmaf_keys(self, base: dict[str, Any], gop: _OpenGop) -> dict[str, str]:
-        """The CMAF segment and init `_flush_parts` stored for a finished GOP (none when the
-        rung writes no CMAF), for its SegmentReady: the VOD reads the segment from them."""
-        cutter = gop.encoding.cutter
-        if not self.part_target_90k or cutter is None or cutter.init is None or not gop.parts:
-            return {}
-        stream_id, rendition = base["stream_id"], base["rendition"]
-        return {
-            "cmaf_key": cmaf_key(stream_id, rendition, cmaf_segment_name(base["sequence"])),
-            "init_key": cmaf_key(stream_id, rendition, cutter.init.name),
-        }
-
     def _written(
         self,
         base: dict[str, Any],
         start_pts_90k: int,
         duration_90k: int,
         segment: EncodedSegment,
-        cmaf: dict[str, str] | None = None,
+        gop: _OpenGop | None = None,
     ) -> dict[str, Any]:
-        """Store the segment under its deterministic name → its SegmentReady record (with
-        `cmaf`: the same segment as CMAF, stored already)."""
-        key = segment_key(base["stream_id"], base["rendition"], base["sequence"])
-        self.store.put(
-            key, segment.data, content_type="video/mp2t", cache_control=SEGMENT_CACHE_CONTROL
-        )
+        """Store the MPEG-TS segment under its deterministic name → its SegmentReady record,
+        which also names the GOP's CMAF segment and init (`_flush_parts` stored them: the VOD
+        reads those). Without MPEG-TS (`ts_segments` off) the CMAF segment is the segment."""
+        stream_id, rendition, sequence = base["stream_id"], base["rendition"], base["sequence"]
+        cutter = gop.encoding.cutter if gop is not None else None
+        cmaf: dict[str, str] = {"cmaf_key": "", "init_key": ""}
+        cmaf_size = 0
+        if self.part_target_90k and gop is not None and gop.parts and cutter and cutter.init:
+            cmaf = {
+                "cmaf_key": cmaf_key(stream_id, rendition, cmaf_segment_name(sequence)),
+                "init_key": cmaf_key(stream_id, rendition, cutter.init.name),
+            }
+            cmaf_size = sum(len(p.data) for p in gop.parts)
+        if self.ts_segments:
+            key, size = segment_key(stream_id, rendition, sequence), len(segment.data)
+            bitrate_bps = segment.bitrate_bps
+            self.store.put(
+                key, segment.data, content_type="video/mp2t", cache_control=SEGMENT_CACHE_CONTROL
+            )
+        elif cmaf["cmaf_key"]:
+            key, size = cmaf["cmaf_key"], cmaf_size
+            bitrate_bps = round(size * 8 * 90_000 / max(1, segment.duration_90k))
+        else:  # not reached: a GOP that `finish()` accepted has encoded frames, cut in parts
+            raise MediaError(f"GOP {sequence}: no CMAF part to make the segment of")
         self.segments.inc()
         return {
             **base,
             "key": key,
             "start_pts_90k": start_pts_90k,
             "duration_90k": segment.duration_90k,
-            "size_bytes": len(segment.data),
-            "bitrate_bps": segment.bitrate_bps,
+            "size_bytes": size,
+            "bitrate_bps": bitrate_bps,
             "width": segment.width,
             "height": segment.height,
             "fps": segment.fps,
             "codecs": segment.codecs,
             "program_date_time_ms": base["ingest_time_ms"] - duration_90k // 90,
             "end_of_stream": False,
-            "cmaf_key": "",
-            "init_key": "",
-            **(cmaf or {}),
+            **cmaf,
         }
 
 
@@ -352,6 +353,7 @@ class LadderTranscoder:
         registry: Registry | None = None,
         source_passthrough: bool = False,
         part_target_90k: int = 0,  # > 0: CMAF too (PartReady records are not sent anywhere)
+        ts_segments: bool = True,
     ) -> None:
         registry = registry if registry is not None else Registry()
         self.rungs = [
@@ -363,6 +365,7 @@ class LadderTranscoder:
                 registry=registry,
                 source_passthrough=source_passthrough,
                 part_target_90k=part_target_90k,
+                ts_segments=ts_segments,
             )
             for rung in ladder.rungs
         ]

@@ -75,7 +75,8 @@ _PLAYABLE_PROFILES = frozenset({66, 77, 100})
 
 @dataclass(frozen=True, slots=True)
 class EncodedSegment:
-    """One MPEG-TS segment of one rendition, ready to store."""
+    """One MPEG-TS segment of one rendition, ready to store (`data` empty when the
+    transcoder writes no MPEG-TS: the segment is its CMAF parts)."""
 
     data: bytes
     duration_90k: int
@@ -96,11 +97,13 @@ class GopTranscoder:
         preset: str = "veryfast",
         threads: int = 1,
         source_passthrough: bool = False,
+        ts_segments: bool = True,
     ):
         self.rendition = rendition
         self.preset = preset
         self.threads = threads
         self.source_passthrough = source_passthrough
+        self.ts_segments = ts_segments  # False: no MPEG-TS muxed (CMAF parts only)
         self._decoder: VideoCodecContext | None = None
         self._decoder_avcc: bytes | None = None
         self._scaler = VideoReformatter()
@@ -342,7 +345,7 @@ class _GopRun:
         gop = self.gop
         first = bytes(self.packets[0]) if self.packets else b""
         try:
-            data = self._mux(audio)
+            data = self._mux(audio) if self.owner.ts_segments else b""
         except av.error.FFmpegError as exc:
             raise MediaError(f"GOP {gop.sequence}: encoding or muxing failed: {exc}") from exc
         width, height = self.size

@@ -68,6 +68,7 @@ class TranscodeWorker:
     stop_event: threading.Event = field(default_factory=threading.Event)
     health: Health = field(default_factory=lambda: Health("transcode"))
     part_target_ms: int = 200  # CMAF parts for low-latency HLS; 0: MPEG-TS segments only
+    ts_segments: bool = True  # MPEG-TS too (the classic playlists'); off: CMAF only
 
     def __post_init__(self) -> None:
         self._codec = Codec()
@@ -82,6 +83,7 @@ class TranscodeWorker:
             source_passthrough=self.source_passthrough,
             registry=self.registry,
             part_target_90k=self.part_target_ms * 90,
+            ts_segments=self.ts_segments,
             on_part=self._announce_part,
         )
         self.bad = self.core.bad  # unreadable records counted with undecodable GOPs
