@@ -8,6 +8,8 @@
 //   OnairAbr.hlsAbrController(Hls)  a subclass of hls.js's AbrController that lets the
 //                                   controller pick every fragment's level and abandon a
 //                                   fragment that loads too slowly (for `abrController`).
+//   OnairAbr.catchUpRate(...)       the playback rate that brings a low-latency player back
+//                                   to its target latency (player.js applies it).
 (function (root, factory) {
   "use strict";
   var api = factory();
@@ -337,6 +339,77 @@
         }) || (!!details.fragmentHint && Math.abs(details.fragmentHint.start - info.end) < margin);
       }
 
+      // How far the live edge of rung `level` is behind the loading rung's, by the loading
+      // rung's EXT-X-RENDITION-REPORTs (LL-HLS; seconds, 0 when unknown). A rung whose
+      // encoder fell behind (a busy machine) has no part yet where the player is: switching
+      // to it waits for its edge (one bench.glass run switched 360p to a 480p two segments
+      // behind and stalled 2.4 s).
+      onairLagS(level) {
+        var hls = this.hls;
+        var loading = hls && hls.levels[hls.loadLevel];
+        var details = loading && loading.details;
+        var wanted = hls && hls.levels[level];
+        var reports = details && details.renditionReports;
+        if (!reports || !wanted || !details.partTarget || level === hls.loadLevel) {
+          return 0;
+        }
+        var target = wanted.uri.split("?")[0];
+        for (var i = 0; i < reports.length; i++) {
+          var uri;
+          try {
+            uri = new URL(reports[i].URI, details.url).href.split("?")[0];
+          } catch (error) {
+            continue;
+          }
+          if (uri !== target) {
+            continue;
+          }
+          var msn = parseInt(reports[i]["LAST-MSN"], 10);
+          var part = parseInt(reports[i]["LAST-PART"], 10);
+          if (!(msn >= 0)) {
+            return 0;
+          }
+          var lagS = (details.lastPartSn - msn) * details.targetduration +
+            (details.lastPartIndex - (part >= 0 ? part : 0)) * details.partTarget;
+          return Math.max(0, lagS);
+        }
+        return 0;
+      }
+
+      // A down-switch to a rung that lags goes on down to the highest rung below it that
+      // keeps up (fewer bits, no wait for a late edge); if none does, the choice stands.
+      // (bench.glass: 720p, the source passed through, down to a 480p 1.4 s behind: a
+      // 1.5 s stall, and more while that encoder stayed behind.)
+      onairKeepingUp(choice) {
+        var hls = this.hls;
+        var details = hls.levels[hls.loadLevel] && hls.levels[hls.loadLevel].details;
+        var partS = (details && details.partTarget) || 0;
+        if (!(partS > 0) || choice >= hls.loadLevel || this.onairLagS(choice) <= partS) {
+          return choice;
+        }
+        for (var level = choice - 1; level >= 0; level--) {
+          if (this.onairLagS(level) <= partS) {
+            this.onair.down(level);
+            return level;
+          }
+        }
+        return choice;
+      }
+
+      // Up-switches wait while a rung above lags the loading one by more than a part.
+      onairRungsAboveKeepUp() {
+        var hls = this.hls;
+        var levels = (hls && hls.levels) || [];
+        var details = levels[hls.loadLevel] && levels[hls.loadLevel].details;
+        var partS = (details && details.partTarget) || 0;
+        for (var level = hls.loadLevel + 1; partS > 0 && level < levels.length; level++) {
+          if (this.onairLagS(level) > partS) {
+            return false;
+          }
+        }
+        return true;
+      }
+
       onairLatencyS() {
         var hls = this.hls;
         var latency = hls ? hls.latency : 0;
@@ -379,8 +452,8 @@
         if (this.onairDecision < 0) {
           this.onairDecision = this.onairLastLoaded < 0
             ? controller.level
-            : controller.choose(this.onairBufferS(), this.onairLatencyS(),
-              this.onairSwitchPoint());
+            : this.onairKeepingUp(controller.choose(this.onairBufferS(), this.onairLatencyS(),
+              this.onairSwitchPoint() && this.onairRungsAboveKeepUp()));
         }
         var hls = this.hls;
         return Math.min(Math.max(this.onairDecision, hls.minAutoLevel), hls.maxAutoLevel);
@@ -408,7 +481,16 @@
           this.clearTimer();
           return;
         }
-        var elapsedS = (performance.now() - stats.loading.start) / 1000;
+        // the transfer is timed from its first byte (plus the usual round trip): a part
+        // asked for through its preload hint waits at the origin until it is made, and that
+        // wait is no sign of a slow network. An abandon costs dearly in LL: the new rung is
+        // fetched from its segment's first part (a 720p to 160p abandon in one bench.glass
+        // run was followed by a 1.1 s stall)
+        var first = stats.loading.first;
+        if (!(first > 0)) {
+          return;
+        }
+        var elapsedS = (performance.now() - first) / 1000 + controller.rttS();
         var duration = part ? part.duration : frag.duration;
         var level = hls.levels[frag.level];
         var expected = stats.total || Math.round(duration * level.bitrate / 8);
@@ -429,8 +511,36 @@
     return OnairHlsAbrController;
   }
 
+  // Catch-up: a low-latency player behind its target latency plays up to CATCH_UP_MAX_RATE
+  // times as fast until it is back, as long as it keeps CATCH_UP_BUFFER_PARTS parts
+  // buffered. hls.js's own catch-up waits for more than 1 s of buffer, which a player held
+  // back 3 parts of 0.2 s (PART-HOLD-BACK 0.6 s) never has: it stayed wherever it started,
+  // ~0.6 s behind its target in bench.glass. Further behind than a target duration past the
+  // target is the viewer's own choice (paused, seeked back): left alone, as hls.js does.
+  // a player joins at a segment's first part (the only one with a keyframe), up to a
+  // segment behind: at 1.1x bench.glass took ~20 s to come back from that (p95 2.1 s)
+  var CATCH_UP_MAX_RATE = 1.2;
+  var CATCH_UP_GAIN = 0.2; // rate above 1 per second behind the target
+  var CATCH_UP_DEADBAND_PARTS = 0.5; // closer than half a part to the target is on target
+  // parts kept buffered while catching up: with 2 (0.4 s), two of two bench.glass runs
+  // stalled ~1.1 s at a rung switch
+  var CATCH_UP_BUFFER_PARTS = 3;
+
+  function catchUpRate(latencyS, targetS, bufferS, partS, segmentS) {
+    var behind = latencyS - targetS;
+    if (!(latencyS > 0 && targetS > 0 && partS > 0) || behind > targetS + segmentS) {
+      return 1;
+    }
+    if (behind <= CATCH_UP_DEADBAND_PARTS * partS || bufferS < CATCH_UP_BUFFER_PARTS * partS) {
+      return 1;
+    }
+    var rate = 1 + Math.min(CATCH_UP_MAX_RATE - 1, CATCH_UP_GAIN * behind);
+    return Math.round(rate * 100) / 100;
+  }
+
   return {
     LiveAbrController: LiveAbrController,
     hlsAbrController: hlsAbrController,
+    catchUpRate: catchUpRate,
   };
 });

@@ -4,10 +4,10 @@
 // controller (abr.js); `?abr=hlsjs` keeps hls.js's default for comparison. `?stats=1` (or
 // the Stats button) shows the rung, bandwidth estimate, buffer and latency. When the page's
 // config says `lowLatency`, hls.js plays the LL-HLS playlists in low-latency mode (blocking
-// reloads, parts, preload hints) and catches up by playing up to 10 % faster while it is
-// behind its target latency (hls.js does so only with more than a second buffered and
-// within a target duration of the target); Safari plays the same playlists natively. The
-// LIVE badge shows the current latency.
+// reloads, parts, preload hints) and the page catches up by playing up to 20 % faster while
+// it is behind hls.js's target latency, keeping three parts buffered (abr.js catchUpRate;
+// hls.js's own catch-up needs more than a second buffered); Safari plays the same playlists
+// natively. The LIVE badge shows the current latency.
 (function () {
   "use strict";
 
@@ -143,6 +143,22 @@
     video.play().catch(function () {});
   });
   video.addEventListener("timeupdate", updateLiveEdge);
+
+  // Low latency: play slightly faster while behind the target latency (abr.js catchUpRate).
+  function catchUp() {
+    var hls = state.hls;
+    var details = hls && hls.latestLevelDetails;
+    if (!config.lowLatency || !hls || !window.OnairAbr || !details || !details.live ||
+        video.paused || video.playbackRate === 0) {
+      return;
+    }
+    var rate = window.OnairAbr.catchUpRate(hls.latency, hls.targetLatency || 0, bufferAhead(),
+      details.partTarget || 0, details.targetduration || 0);
+    if (video.playbackRate !== rate) {
+      video.playbackRate = rate;
+    }
+  }
+  video.addEventListener("timeupdate", catchUp);
   setInterval(updateLiveEdge, 1000);
 
   function play() {
@@ -161,7 +177,9 @@
         // 35-57 s in: hls.js loaded the new segment's playlists but never its first part
         // (hls.js's own default is Infinity, its demo's 90); with 90: none in 3 runs, 130 s
         backBufferLength: 90,
-        maxLiveSyncPlaybackRate: 1.1,
+        // onair's catch-up (catchUp above, abr.js catchUpRate) sets the playback rate; hls.js's
+        // own needs more than 1 s buffered, which a 0.6 s PART-HOLD-BACK never leaves
+        maxLiveSyncPlaybackRate: window.OnairAbr ? 1 : 1.1,
         // under half a 0.2 s part: hls.js's 0.25 s default is longer than a part (hls.js
         // issue 5028: parts skipped at a segment break with 0.25 s parts)
         maxFragLookUpTolerance: 0.05,
@@ -259,6 +277,16 @@
     hls.on(Events.LEVEL_SWITCHED, function (_event, data) {
       state.currentLevel = data.level;
       showCurrentLevel();
+    });
+    hls.on(Events.LEVEL_LOADED, function (_event, data) {
+      // hls.js adds liveSyncOnStallIncrease (1 s) to its target latency for every stall,
+      // for the rest of the session: one stall at the start (a rung switch outlasting a
+      // 0.6 s buffer) kept bench.glass 1 s later than PART-HOLD-BACK to the end. In LL
+      // mode a stall makes room for one more part instead.
+      var partTarget = data.details && data.details.partTarget;
+      if (config.lowLatency && partTarget > 0) {
+        hls.config.liveSyncOnStallIncrease = partTarget;
+      }
     });
     hls.on(Events.ERROR, function (_event, data) {
       if (!data.fatal) {

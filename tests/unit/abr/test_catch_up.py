@@ -1,0 +1,42 @@
+"""The low-latency player's catch-up (gateway/http/static/abr.js `catchUpRate`, run in node):
+behind its target latency it plays faster, never faster than 1.2x, never while fewer than three
+parts are buffered, and not at all on target or when the viewer is far behind on purpose."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ABR_JS = Path(__file__).resolve().parents[3] / "gateway" / "http" / "static" / "abr.js"
+PART, SEGMENT, TARGET = 0.2, 2.0, 0.6
+
+# (latency, target, buffer, part, segment) → rate
+CASES = [
+    ((2.0, TARGET, 1.3, PART, SEGMENT), 1.2),  # 1.4 s behind, buffer to spare: full speed
+    ((1.2, TARGET, 0.7, PART, SEGMENT), 1.12),  # 0.6 s behind: in proportion
+    ((0.9, TARGET, 0.65, PART, SEGMENT), 1.06),  # 0.3 s behind: in proportion
+    ((1.2, TARGET, 0.59, PART, SEGMENT), 1.0),  # under three parts buffered: no faster
+    ((0.65, TARGET, 0.7, PART, SEGMENT), 1.0),  # within half a part of the target
+    ((0.5, TARGET, 0.3, PART, SEGMENT), 1.0),  # ahead of it
+    ((4.0, TARGET, 3.0, PART, SEGMENT), 1.0),  # more than a target duration past: the viewer's
+    ((1.2, TARGET, 0.7, 0.0, SEGMENT), 1.0),  # no parts: not low latency
+    ((0.0, TARGET, 0.7, PART, SEGMENT), 1.0),  # no latency known yet
+    ((2.0, 1.0, 1.6, 0.5, 4.0), 1.2),  # other part and segment targets
+]
+
+
+def test_catch_up_rate() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    script = (
+        f"const {{ catchUpRate }} = require({json.dumps(str(ABR_JS))});"
+        f"const cases = {json.dumps([list(args) for args, _ in CASES])};"
+        "console.log(JSON.stringify(cases.map((c) => catchUpRate(...c))));"
+    )
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [rate for _, rate in CASES]
