@@ -1,6 +1,7 @@
 """StreamEnded → VOD complete, and replay (rebuild) speed, each against plain ffmpeg.
 
     python -m bench.vod [--minutes 1,10] [--speed 20] [--rebuild-seconds 60] [--stores s3,local]
+                        [--format cmaf|ts]
 
 Needs the services (`make services`). Two questions:
 
@@ -8,9 +9,11 @@ Needs the services (`make services`). Two questions:
    one MP4 per rendition, poster, thumbnails), for a 1- and a 10-minute stream of the 720p30
    ladder (720p30 4.5 Mb/s, 480p30 1.5, 360p30 0.8, 160p30 0.3, AAC)?
    The stream is synthesized, not transcoded live (a 10-minute live run would cost ten
-   minutes and two busy cores): ffmpeg renders the four renditions as 2 s MPEG-TS segments
-   once (cached in .cache/bench-vod/); the bench then plays the transcode workers' part —
-   each segment is written to the store under `streams/<id>/<r>/NNNNNN.ts` and announced
+   minutes and two busy cores): ffmpeg renders the four renditions as 2 s segments once
+   (cached in .cache/bench-vod/): CMAF (fMP4 after an init segment, what live workers write
+   and the VOD reads) or, `--format ts`, MPEG-TS (a stream recorded without CMAF). The bench
+   then plays the transcode workers' part — each segment is written to the store under
+   `streams/<id>/<r>/NNNNNN.m4s` (and the init segment once) or `NNNNNN.ts` and announced
    with a SegmentReady, paced at `--speed` x real time, between a StreamStarted and end
    markers + StreamEnded — while the real `onair vod` worker runs as its own process. At
    20x the worker's live prefetch keeps up, so the figure is what a real-time stream gets;
@@ -18,7 +21,8 @@ Needs the services (`make services`). Two questions:
    `--no-prefetch`) and reads every segment from the store at the end. Timed from the
    StreamEnded delivery to the Vod record read back from onair.vods.
    Reference: ffmpeg remuxing the same segments from local files to faststart MP4s
-   (`cat *.ts | ffmpeg -c copy -movflags +faststart`), the least work an MP4 VOD needs.
+   (`cat [init.mp4] *.m4s|*.ts | ffmpeg -c copy -movflags +faststart`), the least work an MP4
+   VOD needs.
 
 2. How fast does `onair vod rebuild` re-run a stream from onair.ingest.gops? A 720p30 test
    pattern (3 Mb/s H.264 with B-frames, AAC) is cut into GOPs exactly as ingest would and
@@ -31,6 +35,7 @@ Needs the services (`make services`). Two questions:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -44,7 +49,7 @@ from pathlib import Path
 from bench.machine import describe
 from objectstore import open_store
 from pipeline.channels import new_stream_id
-from pipeline.keys import segment_key
+from pipeline.keys import cmaf_key, cmaf_segment_name, segment_key
 from pipeline.ladder import DEFAULT_LADDER, Ladder
 from pipeline.store import ObjectStore
 from schemas.codec import Codec
@@ -77,9 +82,9 @@ def ladder_rungs() -> list[tuple[str, int, int, int]]:
 # ---- part 1: StreamEnded → VOD -------------------------------------------------------------
 
 
-def render(seconds: int) -> Path:
-    """The four renditions as HLS segments, rendered once per length."""
-    out = CACHE / f"renditions-{seconds}s"
+def render(seconds: int, fmt: str = "cmaf") -> Path:
+    """The four renditions as HLS segments (CMAF or MPEG-TS), rendered once per length."""
+    out = CACHE / f"renditions-{seconds}s" if fmt == "ts" else CACHE / f"renditions-{seconds}s-cmaf"
     if (out / "done").exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
@@ -96,6 +101,12 @@ def render(seconds: int) -> Path:
     ]  # fmt: skip
     for i, (label, _, _, kbps) in enumerate(rungs):
         (out / label).mkdir(parents=True, exist_ok=True)
+        segments = ["-hls_segment_filename", str(out / label / "%06d.ts")]
+        if fmt == "cmaf":
+            segments = [
+                "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init.mp4",
+                "-hls_segment_filename", str(out / label / "%06d.m4s"),
+            ]  # fmt: skip
         command += [
             "-map", f"[o{i}]", "-map", "1:a",
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
@@ -103,7 +114,7 @@ def render(seconds: int) -> Path:
             "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
             "-c:a", "aac", "-b:a", "96k",
             "-f", "hls", "-hls_time", str(SEGMENT_S), "-hls_list_size", "0",
-            "-hls_segment_filename", str(out / label / "%06d.ts"), str(out / label / "index.m3u8"),
+            *segments, str(out / label / "index.m3u8"),
         ]  # fmt: skip
     print(f"rendering {seconds} s of the ladder into {out} (once)...", flush=True)
     subprocess.run(command, check=True)
@@ -151,13 +162,25 @@ def play_stream(
     producer.send(STREAMS, channel, codec.encode("StreamStarted", started))
     emit_start = time.monotonic()
     pts = {label: 126_000 for label in labels}
+    cmaf = (rendered / labels[0] / "init.mp4").exists()
+    inits = {}
+    for label in labels if cmaf else []:  # as the workers do: the init before any segment
+        init = (rendered / label / "init.mp4").read_bytes()
+        name = f"init-{hashlib.sha256(init).hexdigest()[:16]}.mp4"
+        inits[label] = cmaf_key(stream_id, label, name)
+        store.put(inits[label], init, content_type="video/mp4", cache_control=SEGMENT_CACHE_CONTROL)
     for index in range(count):
         due = emit_start + index * SEGMENT_S / speed
         time.sleep(max(0.0, due - time.monotonic()))
         for label, width, height, _kbps in rungs:
-            body = (rendered / label / f"{index:06d}.ts").read_bytes()
-            key = segment_key(stream_id, label, index)
-            store.put(key, body, content_type="video/mp2t", cache_control=SEGMENT_CACHE_CONTROL)
+            if cmaf:  # as with ONAIR_TS_SEGMENTS=0: the CMAF segment is the segment
+                body = (rendered / label / f"{index:06d}.m4s").read_bytes()
+                key = cmaf_key(stream_id, label, cmaf_segment_name(index))
+                kind = "video/iso.segment"
+            else:
+                body = (rendered / label / f"{index:06d}.ts").read_bytes()
+                key, kind = segment_key(stream_id, label, index), "video/mp2t"
+            store.put(key, body, content_type=kind, cache_control=SEGMENT_CACHE_CONTROL)
             duration = lengths[label][index]
             event = {
                 "stream_id": stream_id, "channel": channel, "rendition": label,
@@ -167,7 +190,8 @@ def play_stream(
                 "height": height, "fps": 30.0, "codecs": "avc1.42c01f,mp4a.40.2",
                 "discontinuity": False, "program_date_time_ms": now + index * 2000,
                 "ingest_time_ms": now + index * 2000, "renditions": labels,
-                "end_of_stream": False,
+                "end_of_stream": False, "cmaf_key": key if cmaf else "",
+                "init_key": inits.get(label, ""),
             }  # fmt: skip
             pts[label] += duration
             producer.produce(SEGMENTS, stream_id, codec.encode("SegmentReady", event))
@@ -192,8 +216,10 @@ def play_stream(
     return stream_id, time.monotonic(), emit_s
 
 
-def run_vod(work: Path, store_kind: str, minutes: float, prefetch: bool, speed: float) -> VodRun:
-    rendered = render(round(minutes * 60))
+def run_vod(
+    work: Path, store_kind: str, minutes: float, prefetch: bool, speed: float, fmt: str
+) -> VodRun:
+    rendered = render(round(minutes * 60), fmt)
     env = {"ONAIR_STORAGE_URL": str(work / "store")} if store_kind == "local" else {}
     platform = Platform(work, **env)
     settings_env = platform.env
@@ -240,12 +266,14 @@ def run_vod(work: Path, store_kind: str, minutes: float, prefetch: bool, speed: 
     )
 
 
-def reference_remux(minutes: float, work: Path) -> float:
+def reference_remux(minutes: float, work: Path, fmt: str) -> float:
     """ffmpeg alone: the segments already on local disk → four faststart MP4s."""
-    rendered = render(round(minutes * 60))
+    rendered = render(round(minutes * 60), fmt)
     started = time.monotonic()
     for label, *_ in ladder_rungs():
-        files = sorted((rendered / label).glob("*.ts"))
+        files = sorted((rendered / label).glob("*.ts" if fmt == "ts" else "*.m4s"))
+        if fmt == "cmaf":
+            files.insert(0, rendered / label / "init.mp4")
         ffmpeg = subprocess.Popen(
             [
                 "ffmpeg",
@@ -254,7 +282,7 @@ def reference_remux(minutes: float, work: Path) -> float:
                 "error",
                 "-y",
                 "-f",
-                "mpegts",
+                "mpegts" if fmt == "ts" else "mp4",
                 "-i",
                 "pipe:0",
                 "-c",
@@ -340,6 +368,7 @@ def main() -> None:
     parser.add_argument("--rebuild-seconds", type=int, default=60)
     parser.add_argument("--skip-vod", action="store_true")
     parser.add_argument("--skip-rebuild", action="store_true")
+    parser.add_argument("--format", choices=["cmaf", "ts"], default="cmaf", help="segments")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -366,15 +395,19 @@ def bench_vods(work: Path, args: argparse.Namespace) -> list[str]:
     runs: list[VodRun] = []
     for store in stores:
         for length in minutes:
-            runs.append(run_vod(work / f"{store}-{length}", store, length, True, args.speed))
+            runs.append(
+                run_vod(work / f"{store}-{length}", store, length, True, args.speed, args.format)
+            )
             print(runs[-1], flush=True)
-        runs.append(run_vod(work / f"{store}-cold", store, max(minutes), False, args.speed))
+        runs.append(
+            run_vod(work / f"{store}-cold", store, max(minutes), False, args.speed, args.format)
+        )
         print(runs[-1], flush=True)
-    references = {m: reference_remux(m, work) for m in minutes}
+    references = {m: reference_remux(m, work, args.format) for m in minutes}
     rungs = ", ".join(f"{label} {kbps / 1000:g} Mb/s" for label, _, _, kbps in ladder_rungs())
     out = [
         f"bench.vod: StreamEnded → VOD complete (catalog record), ladder {rungs}, AAC;",
-        f"  segments synthesized by ffmpeg, published at {args.speed:g}x real time",
+        f"  {args.format} segments synthesized by ffmpeg, published at {args.speed:g}x real time",
         f"  {'store':<6} {'stream':>7} {'live prefetch':<14} {'ended→VOD':>10} "
         f"{'worker':>8} {'ffmpeg remux only':>18} {'ratio':>6}  status",
     ]
