@@ -12,7 +12,8 @@ A lifespan hook is what Starlette itself takes as `lifespan`: a callable that re
 app and returns an async context manager (typically an `@asynccontextmanager` function); it
 starts its producers/consumers on enter, stops them on exit, and may stash what handlers need
 on `app.state`. The app carries `app.state.store`, `.cache`, `.registry` (the metrics
-registry every part adds its metrics to; `/metrics` renders it) and `.health`: given a
+registry every part adds its metrics to; `/metrics` renders it), `.fast_lane` (the origin's
+cache hits, which the HTTP/1.1 listener answers before the app) and `.health`: given a
 `pipeline.health.Health`, `/healthz` answers what it renders (503 `degraded: <follower>: …`
 while a watched follower restarts); without one, a plain 200 `ok` once the app serves.
 
@@ -42,7 +43,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.http.mw_metrics import MetricsMiddleware
 from gateway.http.player import PlayerPages, VodLookup
 from gateway.origin.cache import CacheConfig, ObjectCache
-from gateway.origin.hls import FastLane, HlsOrigin, PartWaiter
+from gateway.origin.hls import FastLane, FastLaneAsgi, HlsOrigin, PartWaiter
 from pipeline import metrics
 from pipeline.errors import (
     AuthError,
@@ -81,6 +82,7 @@ def create_app(
     registry = registry if registry is not None else Registry()
     cache = ObjectCache(store, cache_config, registry=registry)
     origin = HlsOrigin(cache, part_waiter)
+    lane = FastLane(origin)
     pages = PlayerPages(
         extra_scripts=player_scripts, vod_lookup=vod_lookup, low_latency=low_latency
     )
@@ -120,7 +122,7 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(MetricsMiddleware, registry=registry),
-            Middleware(FastLane, origin=origin),
+            Middleware(FastLaneAsgi, lane=lane),
             *middleware,
         ],
         exception_handlers={OnairError: onair_error, HTTPException: http_error},
@@ -130,6 +132,7 @@ def create_app(
     app.state.cache = cache
     app.state.registry = registry
     app.state.health = health
+    app.state.fast_lane = lane  # the HTTP/1.1 listener answers cache hits with it (listen.py)
     return app
 
 

@@ -1,7 +1,8 @@
 """How `onair http` listens: one process, one event loop, one app, up to three ports.
 
     :8080  HTTP/1.1        uvicorn on uvloop + httptools (the small-object throughput that
-                           LL-HLS's blocking playlist reloads need; README "Benchmarks")
+                           LL-HLS's blocking playlist reloads need; README "Benchmarks"); the
+                           origin's cache hits answered in its protocol, before ASGI
     :8081  h2c + HTTP/1.1  hypercorn: HTTP/2 in clear text, by prior knowledge or Upgrade (what
                            a CDN or a load balancer speaks to its origins)
     :8443  h2 + HTTP/1.1   hypercorn over TLS, ALPN `h2`, `http/1.1`; only when a certificate
@@ -17,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import uvicorn
 import uvloop
 from hypercorn.asyncio.run import worker_serve
@@ -29,12 +32,16 @@ from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.http.mw_metrics import RequestMetrics
+from gateway.origin.hls import FastLane
 from pipeline.errors import ConfigError, OnairError
 
 logger = logging.getLogger(__name__)
 
 WS_MAX_BYTES = 65536  # a chat frame is at most 16 KiB of text (ONAIR_CHAT_MAX_FRAME_CHARS)
 MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers (hypercorn's h11: 16 KiB)
+_STATUS_200 = b"HTTP/1.1 200 OK\r\n"
+_JOIN_BYTES = 64 * 1024  # a body up to this is copied into one write with its head
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +90,16 @@ def serve(app: ASGIApp, listeners: Listeners) -> None:
 
 
 def uvicorn_config(app: ASGIApp, listeners: Listeners) -> uvicorn.Config:
+    """uvicorn as `onair http` runs it; given the gateway's app (its `state.fast_lane`), the
+    listener answers the origin's cache hits itself (`OriginHttpTools`)."""
+    state = getattr(app, "state", None)
+    protocol: type[HttpToolsProtocol] = BoundedHttpTools
+    if state is not None and isinstance(getattr(state, "fast_lane", None), FastLane):
+        lane, metrics = state.fast_lane, RequestMetrics(state.registry)
+        protocol = type("OriginHttpTools", (OriginHttpTools,), {"lane": lane, "metrics": metrics})
     return uvicorn.Config(app, host=listeners.host, port=listeners.http_port,
                           log_level="warning", ws_max_size=WS_MAX_BYTES, loop="uvloop",
-                          http=BoundedHttpTools)  # fmt: skip
+                          http=protocol)  # fmt: skip
 
 
 class BoundedHttpTools(HttpToolsProtocol):
@@ -114,6 +128,75 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head, self._head_bytes = True, 0  # a keep-alive connection's next request
+
+
+class OriginHttpTools(BoundedHttpTools):
+    """`BoundedHttpTools` that answers the origin's cache hits (`FastLane`: a plain GET of a
+    playlist, segment or part the cache holds fresh) as soon as the request head is parsed:
+    no ASGI scope, no task, no Starlette, one write of the status line, headers and body the
+    route would send. That is most of what an LL-HLS origin serves; everything else, and any
+    request behind one the app is still answering (pipelining keeps answers in order), goes
+    to uvicorn as before. Counted in the same request metrics under the same route."""
+
+    lane: FastLane
+    metrics: RequestMetrics
+    _answered = False  # this request was answered here: its message end is ours too
+
+    def on_headers_complete(self) -> None:
+        if self._answer():
+            self._in_head, self._answered = False, True
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._answered:  # a GET's body, if one came, is ignored, as the route does
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._answered:
+            super().on_message_complete()
+            return
+        self._answered = False
+        self._in_head, self._head_bytes = True, 0
+
+    def _answer(self) -> bool:
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False
+        parser = self.parser
+        if (
+            parser.get_method() != b"GET"
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or self.flow.write_paused
+        ):
+            return False
+        started = time.perf_counter()
+        try:
+            raw_path = httptools.parse_url(self.url).path
+            path = raw_path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            return False
+        hit = self.lane.hit(path, raw_path, self.headers)
+        if hit is None:
+            return False
+        route, obj = hit
+        head = [_STATUS_200]
+        for name, value in self.server_state.default_headers:  # date, server
+            head += (name, b": ", value, b"\r\n")
+        head += (self.lane.header_lines(obj), b"\r\n")
+        if len(obj.body) <= _JOIN_BYTES:
+            self.transport.write(b"".join((*head, obj.body)))
+        else:  # a segment: no copy of its megabyte
+            self.transport.writelines((b"".join(head), obj.body))
+        # what uvicorn does once a response is complete: count it, re-arm the keep-alive timer
+        self.server_state.total_requests += 1
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+        self.metrics.count(route.path, 200, time.perf_counter() - started)
+        return True
 
 
 def hypercorn_config(listeners: Listeners) -> HypercornConfig:

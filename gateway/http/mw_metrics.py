@@ -19,9 +19,11 @@ logger = logging.getLogger(__name__)
 UNMATCHED = "unmatched"
 
 
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, registry: Registry) -> None:
-        self.app = app
+class RequestMetrics:
+    """`onair_http_requests_total` and `onair_http_request_duration_seconds`: what the
+    middleware counts, and the HTTP/1.1 listener for the requests it answers itself."""
+
+    def __init__(self, registry: Registry) -> None:
         self.requests = registry.counter(
             "onair_http_requests_total", "HTTP requests by route and status.", ("route", "status")
         )
@@ -30,6 +32,16 @@ class MetricsMiddleware:
             "Time from request to the end of the response, by route.",
             ("route",),
         )
+
+    def count(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.duration.labels(route).observe(seconds)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, registry: Registry) -> None:
+        self.app = app
+        self.metrics = RequestMetrics(registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,5 +60,4 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_counted)
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
-            self.requests.labels(route, str(status)).inc()
-            self.duration.labels(route).observe(time.perf_counter() - started)
+            self.metrics.count(route, status, time.perf_counter() - started)

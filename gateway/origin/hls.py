@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -358,47 +358,36 @@ def _answer(
 
 
 class FastLane:
-    """ASGI middleware in front of the router: a plain GET of an object the cache holds
-    fresh (a live playlist, a segment, a part; the requests LL-HLS viewers make by the
-    thousand) is answered here, without the Request, routing and endpoint layers — the same
-    status, headers and body the route sends (tests/unit/origin/test_fast_lane.py holds
-    them equal), counted under the same route by the metrics middleware outside it. Anything
-    else goes on to the app: HEAD, OPTIONS, a conditional or ranged request, a byte-range
-    route, a percent-encoded path, an object not fresh in the cache."""
+    """A plain GET of an object the cache holds fresh (a live playlist, a segment, a part; the
+    requests LL-HLS viewers make by the thousand), answered without the Request, routing and
+    endpoint layers — the same status, headers and body the route sends
+    (tests/unit/origin/test_fast_lane.py holds them equal). Two doors use it: `FastLaneAsgi`,
+    middleware in front of the router on every port, and the HTTP/1.1 listener's protocol,
+    before any ASGI machinery at all (gateway/http/listen.py). Anything else goes on to the
+    app: HEAD, OPTIONS, a conditional or ranged request, a byte-range route, a
+    percent-encoded path, an object not fresh in the cache."""
 
     _PASS_HEADERS = frozenset({b"range", b"if-none-match", b"if-range"})
+    _MAX_HEADS = 8192  # header blocks remembered (one per object served fast)
 
-    def __init__(self, app: ASGIApp, origin: HlsOrigin) -> None:
-        self.app = app
+    def __init__(self, origin: HlsOrigin) -> None:
         self.cache = origin.cache
         self.lanes = [
             (spec, route)
             for spec, route in zip(ORIGIN_ROUTES, origin.routes, strict=True)
             if not spec.ranges and isinstance(route, Route)
         ]
+        self._heads: dict[str, tuple[str, list[tuple[bytes, bytes]], bytes]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            hit = self._hit(scope)
-            if hit is not None:
-                route, obj = hit
-                scope["route"] = route  # the metrics middleware's label
-                headers = object_headers(obj.cache_control, obj.etag, ranges=False)
-                response = Response(obj.body, media_type=content_type_for(obj.key), headers=headers)
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": response.raw_headers})  # fmt: skip
-                await send({"type": "http.response.body", "body": obj.body})
-                return
-        await self.app(scope, receive, send)
-
-    def _hit(self, scope: Scope) -> tuple[Route, StoredObject] | None:
-        path: str = scope["path"]
+    def hit(
+        self, path: str, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[Route, StoredObject] | None:
+        """The route and the cached object when this GET is the fast lane's, else None."""
         if not path.startswith(("/live/", "/vod/")):
             return None
-        raw_path: bytes = scope.get("raw_path") or path.encode()
         if b"%" in raw_path or b"\\" in raw_path:
             return None
-        if any(name in self._PASS_HEADERS for name, _ in scope["headers"]):
+        if any(name in self._PASS_HEADERS for name, _ in headers):
             return None
         for spec, route in self.lanes:
             match = route.path_regex.match(path)
@@ -414,3 +403,45 @@ class FastLane:
             obj = self.cache.peek(key)
             return None if obj is None else (route, obj)
         return None
+
+    def headers(self, obj: StoredObject) -> list[tuple[bytes, bytes]]:
+        """The 200's headers, as the route's `Response` builds them (ASGI form)."""
+        return self._head(obj)[1]
+
+    def header_lines(self, obj: StoredObject) -> bytes:
+        """The same headers as HTTP/1.1 header lines, each ending in CRLF."""
+        return self._head(obj)[2]
+
+    def _head(self, obj: StoredObject) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
+        found = self._heads.get(obj.key)
+        if found is not None and found[0] == obj.etag:
+            return found
+        headers = object_headers(obj.cache_control, obj.etag, ranges=False)
+        raw = Response(obj.body, media_type=content_type_for(obj.key), headers=headers).raw_headers
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in raw)
+        if len(self._heads) >= self._MAX_HEADS:
+            self._heads.clear()
+        found = self._heads[obj.key] = (obj.etag, raw, lines)
+        return found
+
+
+class FastLaneAsgi:
+    """ASGI middleware in front of the router: `FastLane`'s answers, counted under their
+    route by the metrics middleware outside it."""
+
+    def __init__(self, app: ASGIApp, lane: FastLane) -> None:
+        self.app = app
+        self.lane = lane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            hit = self.lane.hit(path, scope.get("raw_path") or path.encode(), scope["headers"])
+            if hit is not None:
+                route, obj = hit
+                scope["route"] = route  # the metrics middleware's label
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": self.lane.headers(obj)})  # fmt: skip
+                await send({"type": "http.response.body", "body": obj.body})
+                return
+        await self.app(scope, receive, send)
