@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httptools
 import uvicorn
@@ -30,17 +33,19 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.http.mw_metrics import RequestMetrics
 from gateway.origin.hls import FastLane
+from gateway.origin.lowlatency import LowLatencyOrigin, Parked, Wire
 from pipeline.errors import ConfigError, OnairError
 
 logger = logging.getLogger(__name__)
 
 WS_MAX_BYTES = 65536  # a chat frame is at most 16 KiB of text (ONAIR_CHAT_MAX_FRAME_CHARS)
 MAX_HEAD_BYTES = 64 * 1024  # a request line and its headers (hypercorn's h11: 16 KiB)
-_STATUS_200 = b"HTTP/1.1 200 OK\r\n"
+_LL_MEDIA = re.compile(r"/live/([^/]+)/([^/]+)/ll\.m3u8")
+LL_MEDIA_ROUTE = "/live/{channel}/{rendition}/ll.m3u8"  # its label in the request metrics
 _JOIN_BYTES = 64 * 1024  # a body up to this is copied into one write with its head
 
 
@@ -95,8 +100,13 @@ def uvicorn_config(app: ASGIApp, listeners: Listeners) -> uvicorn.Config:
     state = getattr(app, "state", None)
     protocol: type[HttpToolsProtocol] = BoundedHttpTools
     if state is not None and isinstance(getattr(state, "fast_lane", None), FastLane):
-        lane, metrics = state.fast_lane, RequestMetrics(state.registry)
-        protocol = type("OriginHttpTools", (OriginHttpTools,), {"lane": lane, "metrics": metrics})
+        ll = getattr(state, "ll_origin", None)
+        attributes = {
+            "lane": state.fast_lane,
+            "ll": ll if isinstance(ll, LowLatencyOrigin) else None,
+            "metrics": RequestMetrics(state.registry),
+        }
+        protocol = type("OriginHttpTools", (OriginHttpTools,), attributes)
     return uvicorn.Config(app, host=listeners.host, port=listeners.http_port,
                           log_level="warning", ws_max_size=WS_MAX_BYTES, loop="uvloop",
                           http=protocol)  # fmt: skip
@@ -131,16 +141,25 @@ class BoundedHttpTools(HttpToolsProtocol):
 
 
 class OriginHttpTools(BoundedHttpTools):
-    """`BoundedHttpTools` that answers the origin's cache hits (`FastLane`: a plain GET of a
-    playlist, segment or part the cache holds fresh) as soon as the request head is parsed:
-    no ASGI scope, no task, no Starlette, one write of the status line, headers and body the
-    route would send. That is most of what an LL-HLS origin serves; everything else, and any
-    request behind one the app is still answering (pipelining keeps answers in order), goes
-    to uvicorn as before. Counted in the same request metrics under the same route."""
+    """`BoundedHttpTools` that answers the origin's hot requests as soon as the request head
+    is parsed — no ASGI scope, no task, no Starlette, one write of the status line, headers
+    and body the route would send:
+
+    - a cache hit (`FastLane`: a plain GET of a playlist, segment or part the cache holds
+      fresh), which is most of what an LL-HLS origin serves;
+    - an LL media playlist (`LowLatencyOrigin.answer_or_park`): answered at once, or, for a
+      blocking reload whose part is not listed yet, parked — the connection waits as a
+      record in the origin, not a coroutine, and the origin writes one render to every
+      parked viewer when the part's event comes (or the 503 after three target durations).
+
+    Everything else, and any request behind one still being answered (pipelining keeps
+    answers in order: a parked request stands as uvicorn's current cycle), goes to uvicorn
+    as before. Counted in the same request metrics under the same route."""
 
     lane: FastLane
+    ll: LowLatencyOrigin | None
     metrics: RequestMetrics
-    _answered = False  # this request was answered here: its message end is ours too
+    _answered = False  # this request was answered (or parked) here: its message end is ours
 
     def on_headers_complete(self) -> None:
         if self._answer():
@@ -173,30 +192,108 @@ class OriginHttpTools(BoundedHttpTools):
             return False
         started = time.perf_counter()
         try:
-            raw_path = httptools.parse_url(self.url).path
+            url = httptools.parse_url(self.url)
+            raw_path = url.path
             path = raw_path.decode("ascii")
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
             return False
+        if self.ll is not None and path.endswith("/ll.m3u8"):
+            return self._answer_ll(self.ll, path, raw_path, url.query, started)
         hit = self.lane.hit(path, raw_path, self.headers)
         if hit is None:
             return False
         route, obj = hit
-        head = [_STATUS_200]
+        self._write(200, self.lane.header_lines(obj), obj.body)
+        self._completed()
+        self.metrics.count(route.path, 200, time.perf_counter() - started)
+        return True
+
+    def _answer_ll(
+        self, ll: LowLatencyOrigin, path: str, raw_path: bytes, query: bytes | None,
+        started: float,
+    ) -> bool:  # fmt: skip
+        match = _LL_MEDIA.fullmatch(path)
+        if match is None or b"%" in raw_path:
+            return False
+        params = dict(parse_qsl((query or b"").decode("latin-1"), keep_blank_values=True))
+        encodings = next((v for k, v in self.headers if k == b"accept-encoding"), b"")
+        cycle = _ParkedCycle(started)
+        parked = Parked(deliver=partial(self._deliver, cycle), gone=partial(self._gone, cycle))
+        answer = ll.answer_or_park(
+            match.group(1), match.group(2), params, b"gzip" in encodings, parked
+        )
+        if answer is None:
+            return False
+        if answer is True:  # parked: pipelined requests queue behind it, as behind a cycle
+            self.cycle = cycle  # type: ignore[assignment]
+            return True
+        assert isinstance(answer, Wire)
+        self._write(answer.status, answer.header_lines, answer.body)
+        self._completed()
+        self.metrics.count(LL_MEDIA_ROUTE, answer.status, time.perf_counter() - started)
+        return True
+
+    def _deliver(self, cycle: _ParkedCycle, wire: Wire) -> None:
+        """A parked request's answer, from the LL origin (on the event loop)."""
+        if self._gone(cycle):
+            return
+        self._write(wire.status, wire.header_lines, wire.body)
+        cycle.response_complete = True
+        self.metrics.count(LL_MEDIA_ROUTE, wire.status, time.perf_counter() - cycle.started)
+        if not cycle.keep_alive:  # the server is shutting down
+            self.transport.close()
+            return
+        self.on_response_complete()  # uvicorn's: the next pipelined request, keep-alive timer
+
+    def _gone(self, cycle: _ParkedCycle) -> bool:
+        """The viewer of a parked request hung up. (A request pipelined behind it may be
+        uvicorn's current cycle by now: the transport says it too.)"""
+        return cycle.disconnected or self.transport.is_closing()
+
+    def _write(self, status: int, header_lines: bytes, body: bytes) -> None:
+        head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:  # date, server
             head += (name, b": ", value, b"\r\n")
-        head += (self.lane.header_lines(obj), b"\r\n")
-        if len(obj.body) <= _JOIN_BYTES:
-            self.transport.write(b"".join((*head, obj.body)))
+        head += (header_lines, b"\r\n")
+        if len(body) <= _JOIN_BYTES:
+            self.transport.write(b"".join((*head, body)))
         else:  # a segment: no copy of its megabyte
-            self.transport.writelines((b"".join(head), obj.body))
-        # what uvicorn does once a response is complete: count it, re-arm the keep-alive timer
+            self.transport.writelines((b"".join(head), body))
+
+    def _completed(self) -> None:
+        """What uvicorn does once a response is complete: count it, re-arm the keep-alive
+        timer (the connection's current cycle, if any, was complete already)."""
         self.server_state.total_requests += 1
         self._unset_keepalive_if_required()
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
-        self.metrics.count(route.path, 200, time.perf_counter() - started)
-        return True
+
+
+class _ParkedCycle:
+    """Stands as uvicorn's current cycle while a request is parked in the LL origin: what
+    the protocol reads of a cycle (uvicorn queues a pipelined request behind it, marks it
+    disconnected when the connection drops, not keep-alive when the server shuts down)."""
+
+    __slots__ = ("disconnected", "keep_alive", "response_complete", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.response_complete = False
+        self.disconnected = False
+        self.keep_alive = True
+
+    @property
+    def message_event(self) -> _NoEvent:
+        return _NO_EVENT
+
+
+class _NoEvent:
+    def set(self) -> None:
+        pass
+
+
+_NO_EVENT = _NoEvent()
 
 
 def hypercorn_config(listeners: Listeners) -> HypercornConfig:

@@ -114,7 +114,7 @@ def build_app(
         health.ok()  # every hook before this one has started: tables read, chat following
         yield
 
-    return create_app(
+    app = create_app(
         store,
         extra_routes=[*chat.routes(), *vods.routes, *api.routes, *low_latency.routes],
         lifespan_hooks=[directories, chat.lifespan, vods.lifespan, low_latency.lifespan, serving],
@@ -125,3 +125,5 @@ def build_app(
         part_waiter=low_latency.wait_for_part,
         low_latency=settings.part_target_ms > 0,
     )
+    app.state.ll_origin = low_latency  # the HTTP/1.1 listener parks blocking reloads in it
+    return app

@@ -29,7 +29,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,8 +61,46 @@ logger = logging.getLogger(__name__)
 M3U8 = "application/vnd.apple.mpegurl"
 LOOKBACK_S = 300  # an origin starting reads this much of onair.parts back
 MSN_AHEAD_LIMIT = 2  # an msn further than this past the newest listed is a 400
+TIMEOUT_TEXT = "the requested part did not come in time"  # the 503 after 3 target durations
 _SMALL_INT = re.compile(r"[0-9]{1,9}")
 PART_NAME = re.compile(r"([0-9]{1,12})\.([0-9]{1,3})\.m4s")
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """An answer as the HTTP/1.1 listener writes it: status, header lines (each ending in
+    CRLF; the listener adds its Date and Server lines before them) and body."""
+
+    status: int
+    header_lines: bytes
+    body: bytes
+
+
+def _wire_of(response: Response) -> Wire:
+    lines = b"".join(k + b": " + v + b"\r\n" for k, v in response.raw_headers)
+    return Wire(response.status_code, lines, bytes(response.body))
+
+
+@dataclass(eq=False, slots=True)
+class Parked:
+    """A blocking reload the HTTP/1.1 listener parked (`LowLatencyOrigin.answer_or_park`):
+    `deliver` is called once with its answer, unless `gone()` says the viewer hung up."""
+
+    deliver: Callable[[Wire], None]
+    gone: Callable[[], bool]
+    stream_id: str = ""
+    msn: int = 0
+    part: int | None = None
+    skip: bool = False
+    zipped: bool = False
+    target_s: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+    done: bool = False
+
+    def finish(self) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 @dataclass
@@ -110,6 +148,9 @@ class LowLatencyOrigin:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._renders: dict[tuple[Any, ...], bytes] = {}
+        self._wires: dict[tuple[Any, ...], Wire] = {}  # a render's 200 as the listener sends it
+        self._parked: dict[tuple[str, str], list[Parked]] = {}  # the listener's waiters
+        self._live: dict[tuple[str, str], int] = {}  # how many of them still wait, by playlist
         registry = registry or Registry()
         self._lookback_ms = int(lookback_s * 1000)
         self.follower = Follower(
@@ -175,6 +216,7 @@ class LowLatencyOrigin:
 
     def _wake(self, changed: set[tuple[str, str]]) -> None:
         for key in changed:
+            self._answer_parked(key)
             future = self._waiters.pop(key, None)
             if future is not None and not future.done():
                 future.set_result(None)
@@ -234,16 +276,11 @@ class LowLatencyOrigin:
             return Response(status_code=204, headers=PREFLIGHT_HEADERS)
         if not (_valid(CHANNEL, channel) and _valid(RENDITION, name)):
             return _plain(404, "Not Found")
-        query = request.query_params
-        msn_text, part_text = query.get("_HLS_msn"), query.get("_HLS_part")
-        skip = query.get("_HLS_skip") in ("YES", "v2")
-        if (part_text is not None and msn_text is None) or not all(
-            t is None or _valid(_SMALL_INT, t) for t in (msn_text, part_text)
-        ):
+        asked = blocking_query(request.query_params)
+        if asked is None:
             self.answers.labels("bad").inc()
             return _plain(400, "_HLS_msn must be a number, and _HLS_part needs _HLS_msn")
-        msn = int(msn_text) if msn_text is not None else None
-        part = int(part_text) if part_text is not None else None
+        msn, part, skip = asked
         with self._lock:
             stream = self.streams.get(channel)
             rendition = stream.renditions.get(name) if stream is not None else None
@@ -267,10 +304,7 @@ class LowLatencyOrigin:
             if body is None:
                 body = self._remember(key, self._render(stream, name, skip))
         self.answers.labels("skip" if skip else "blocked" if msn is not None else "plain").inc()
-        cache_control = (
-            f"public, max-age={6 * target_s}" if msn is not None else "public, max-age=1"
-        )
-        return self._playlist(request, body, key, cache_control)
+        return self._playlist(request, body, key, _media_cache_control(msn, target_s))
 
     async def _block(
         self, channel: str, name: str, stream_id: str, msn: int, part: int | None, limit_s: float
@@ -297,7 +331,7 @@ class LowLatencyOrigin:
         finally:
             self.blocked.dec()
         self.answers.labels("timeout").inc()
-        return _plain(503, "the requested part did not come in time", retry_after=1)
+        return _plain(503, TIMEOUT_TEXT, retry_after=1)
 
     def _render(self, stream: LiveStream, name: str, skip: bool) -> bytes:
         self.renders.inc()
@@ -318,18 +352,154 @@ class LowLatencyOrigin:
     def _playlist(
         self, request: Request, body: bytes, key: tuple[Any, ...], cache_control: str
     ) -> Response:
-        headers = {**CORS_HEADERS, "cache-control": cache_control, "vary": "Accept-Encoding"}
-        if "gzip" in request.headers.get("accept-encoding", "") and len(body) > 512:
-            zipped_key = (*key, "gzip")
-            zipped = self._renders.get(zipped_key)
-            if zipped is None:
-                zipped = self._remember(zipped_key, gzip.compress(body, 5, mtime=0))
-            body = zipped
-            headers["content-encoding"] = "gzip"
+        zipped = _accepts_gzip(request.headers.get("accept-encoding", ""))
+        body, headers = self._encoded(body, key, cache_control, zipped)
         if request.method == "HEAD":
             headers["content-length"] = str(len(body))
             return Response(b"", media_type=M3U8, headers=headers)
         return Response(body, media_type=M3U8, headers=headers)
+
+    def _encoded(
+        self, body: bytes, key: tuple[Any, ...], cache_control: str, zipped: bool
+    ) -> tuple[bytes, dict[str, str]]:
+        """The body as sent (gzip when the client takes it and it is worth it) and the
+        playlist's headers."""
+        headers = {**CORS_HEADERS, "cache-control": cache_control, "vary": "Accept-Encoding"}
+        if zipped and len(body) > 512:
+            zipped_key = (*key, "gzip")
+            compressed = self._renders.get(zipped_key)
+            if compressed is None:
+                compressed = self._remember(zipped_key, gzip.compress(body, 5, mtime=0))
+            body = compressed
+            headers["content-encoding"] = "gzip"
+        return body, headers
+
+    # --- the HTTP/1.1 listener's door (gateway/http/listen.py) ----------------------------
+
+    def answer_or_park(
+        self, channel: str, name: str, query: Mapping[str, str], zipped: bool, parked: Parked
+    ) -> Wire | bool | None:
+        """An LL media playlist GET as the listener's protocol hands it over, without the
+        app: the 200 to send now (a plain or skip request, or one whose part is listed), True
+        when `parked` now waits for its part (its `deliver` is called once: the 200 when
+        the part is listed, the 503 after three target durations), or None when the route
+        must answer (a 400 or 404, something unusual). Same rules, headers and bodies as
+        `media`."""
+        asked = blocking_query(query)
+        if asked is None or not (_valid(CHANNEL, channel) and _valid(RENDITION, name)):
+            return None
+        msn, part, skip = asked
+        with self._lock:
+            stream = self.streams.get(channel)
+            rendition = stream.renditions.get(name) if stream is not None else None
+            if stream is None or rendition is None or rendition.last_msn < 0:
+                return None
+            if msn is not None and msn > rendition.last_msn + MSN_AHEAD_LIMIT:
+                return None
+            target_s = target_duration(rendition, self.config)
+            if msn is None or rendition.has(msn, part):
+                wire = self._wire(channel, stream, name, skip, msn, target_s, zipped)
+                self.answers.labels(
+                    "skip" if skip else "blocked" if msn is not None else "plain"
+                ).inc()
+                return wire
+            parked.stream_id, parked.msn, parked.part, parked.skip = (
+                stream.stream_id,
+                msn,
+                part,
+                skip,
+            )
+            parked.zipped, parked.target_s = zipped, target_s
+        loop = asyncio.get_running_loop()
+        key = (channel, name)
+        self._parked.setdefault(key, []).append(parked)
+        self._live[key] = self._live.get(key, 0) + 1
+        parked.timer = loop.call_later(3 * target_s, self._expire, key, parked)
+        self.blocked.inc()
+        return True
+
+    def _wire(
+        self, channel: str, stream: LiveStream, name: str, skip: bool, msn: int | None,
+        target_s: float, zipped: bool,
+    ) -> Wire:  # fmt: skip
+        """The 200 for this playlist version as header lines and body (the caller holds the
+        lock); rendered once per version, its headers built once per (version, encoding)."""
+        key = ("media", channel, stream.stream_id, name, stream.version, skip)
+        wire_key = (*key, "wire", zipped, msn is not None)
+        found = self._wires.get(wire_key)
+        if found is not None:
+            return found
+        body = self._renders.get(key)
+        if body is None:
+            body = self._remember(key, self._render(stream, name, skip))
+        body, headers = self._encoded(body, key, _media_cache_control(msn, target_s), zipped)
+        raw = Response(body, media_type=M3U8, headers=headers).raw_headers
+        wire = Wire(200, b"".join(k + b": " + v + b"\r\n" for k, v in raw), body)
+        if len(self._wires) > 4096:
+            self._wires.clear()
+        self._wires[wire_key] = wire
+        return wire
+
+    def _answer_parked(self, key: tuple[str, str]) -> None:
+        """The playlist `key` changed: answer every parked request it now satisfies (one
+        render and one header block for all of them), keep the others parked."""
+        parked = self._parked.pop(key, None)
+        if not parked:
+            return
+        channel, name = key
+        ready: list[tuple[Parked, Wire]] = []
+        waiting: list[Parked] = []
+        wires: dict[tuple[bool, bool], Wire] = {}
+        with self._lock:
+            stream = self.streams.get(channel)
+            for one in parked:
+                if one.done:
+                    continue
+                if one.gone():  # the viewer hung up
+                    one.finish()
+                    self.blocked.dec()
+                    continue
+                if stream is None or name not in stream.renditions:
+                    waiting.append(one)  # cannot happen (streams are replaced, not removed)
+                    continue
+                same = stream.stream_id == one.stream_id
+                if same and not stream.renditions[name].has(one.msn, one.part):
+                    waiting.append(one)
+                    continue
+                # listed; or a new stream took the channel: answer what there is, as `media`
+                wire = wires.get((one.skip, one.zipped))
+                if wire is None:
+                    wire = wires[(one.skip, one.zipped)] = self._wire(
+                        channel, stream, name, one.skip, one.msn, one.target_s, one.zipped
+                    )
+                ready.append((one, wire))
+        if waiting:
+            self._parked[key] = waiting
+            self._live[key] = len(waiting)
+        else:
+            self._live.pop(key, None)
+        if ready:
+            self.answers.labels("blocked").inc(sum(1 for one, _ in ready if not one.skip))
+            self.answers.labels("skip").inc(sum(1 for one, _ in ready if one.skip))
+            self.blocked.dec(len(ready))
+        for one, wire in ready:
+            one.finish()
+            one.deliver(wire)
+
+    def _expire(self, key: tuple[str, str], parked: Parked) -> None:
+        if parked.done:
+            return
+        parked.finish()
+        self.blocked.dec()
+        self.answers.labels("timeout").inc()
+        live = self._live.get(key, 0) - 1
+        if live > 0:
+            self._live[key] = live
+        else:  # none of the key's requests waits any more
+            self._live.pop(key, None)
+            self._parked.pop(key, None)
+        if not parked.gone():
+            parked.deliver(TIMEOUT_WIRE)
 
     # --- parts not there yet (the preload hint) -----------------------------------------
 
@@ -380,8 +550,34 @@ def _valid(pattern: re.Pattern[str], value: str) -> bool:
     return pattern.fullmatch(value) is not None
 
 
+def blocking_query(query: Mapping[str, str]) -> tuple[int | None, int | None, bool] | None:
+    """(`_HLS_msn`, `_HLS_part`, `_HLS_skip`) of a media playlist request, or None when they
+    break the rules: a part without an msn, a value that is not a small integer (a 400)."""
+    msn_text, part_text = query.get("_HLS_msn"), query.get("_HLS_part")
+    if (part_text is not None and msn_text is None) or not all(
+        t is None or _valid(_SMALL_INT, t) for t in (msn_text, part_text)
+    ):
+        return None
+    msn = int(msn_text) if msn_text is not None else None
+    part = int(part_text) if part_text is not None else None
+    return msn, part, query.get("_HLS_skip") in ("YES", "v2")
+
+
+def _media_cache_control(msn: int | None, target_s: float) -> str:
+    """A blocking answer names exactly what it holds (cacheable for six target durations);
+    a plain one for a second."""
+    return f"public, max-age={6 * target_s}" if msn is not None else "public, max-age=1"
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    return "gzip" in accept_encoding
+
+
 def _plain(status: int, text: str, *, retry_after: int | None = None) -> Response:
     headers = {**CORS_HEADERS, "cache-control": "no-cache"}
     if retry_after is not None:
         headers["retry-after"] = str(retry_after)
     return Response(text, status_code=status, media_type="text/plain", headers=headers)
+
+
+TIMEOUT_WIRE = _wire_of(_plain(503, TIMEOUT_TEXT, retry_after=1))

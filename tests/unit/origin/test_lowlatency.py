@@ -1,9 +1,16 @@
 """The LL-HLS origin without a broker: PartReady records are folded in as the follower would
-(`apply` then a wake on the loop), requests go through the ASGI app with httpx."""
+(`apply` then a wake on the loop). Every test runs through both doors a request can take: the
+ASGI app (httpx in process; what the HTTP/2 ports serve) and the HTTP/1.1 listener as `onair
+http` runs it (uvicorn on a loopback port, whose protocol parks blocking reloads in the origin
+itself): same rules, same answers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import resource
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,8 +19,10 @@ from typing import Any
 import httpx
 import m3u8
 import pytest
+import uvicorn
 
 from gateway.http.app import create_app
+from gateway.http.listen import Listeners, uvicorn_config
 from gateway.origin.lowlatency import LowLatencyOrigin
 from objectstore.local import LocalStore
 from pipeline.llhls import LlConfig
@@ -51,8 +60,10 @@ class Feed:
                     self.part(sequence, part, rendition)
 
 
-@pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Feed, Registry]]:
+@pytest.fixture(params=["asgi", "listener"])
+async def setup(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[httpx.AsyncClient, Feed, Registry]]:
     store = LocalStore(tmp_path / "store")
     registry = Registry()
     origin = LowLatencyOrigin("unused:9092", config=CONFIG, window=30, registry=registry)
@@ -60,9 +71,40 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Feed, 
     app = create_app(
         store, extra_routes=origin.routes, registry=registry, part_waiter=origin.wait_for_part
     )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://origin") as client:
-        yield client, Feed(origin, store), registry
+    app.state.ll_origin = origin  # as gateway/http/serve.py does
+    if request.param == "asgi":
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://origin") as client:
+            yield client, Feed(origin, store), registry
+        return
+    async with listener(app) as base_url:
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+            yield client, Feed(origin, store), registry
+
+
+@contextlib.asynccontextmanager
+async def listener(app: Any) -> AsyncIterator[str]:
+    """`onair http`'s HTTP/1.1 listener (uvicorn_config) on a free loopback port, in this
+    test's event loop (the feed wakes the origin on it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096 <= hard:  # a thousand viewers: their sockets and the server's
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn_config(app, Listeners(host="127.0.0.1", http_port=0))
+    config.lifespan = "off"
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
 
 
 URL = "/live/c/360p30/ll.m3u8"
@@ -175,3 +217,87 @@ async def test_the_master_lists_every_rendition_once_each_has_a_segment(setup: A
     feed.upto((0, 3), "160p30")
     master = m3u8.loads((await client.get("/live/c/ll.m3u8")).text)
     assert sorted(p.uri for p in master.playlists) == ["160p30/ll.m3u8", "360p30/ll.m3u8"]
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Feed, Registry]]:
+    """The listener alone (its own tests below): the base URL, the feed, the registry."""
+    store = LocalStore(tmp_path / "store")
+    registry = Registry()
+    origin = LowLatencyOrigin("unused:9092", config=CONFIG, window=30, registry=registry)
+    origin._loop = asyncio.get_running_loop()
+    app = create_app(store, extra_routes=origin.routes, registry=registry)
+    app.state.ll_origin = origin
+    async with listener(app) as base_url:
+        yield base_url, Feed(origin, store), registry
+
+
+async def test_the_listener_parks_blocking_reloads_in_the_origin_not_the_app(
+    served: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base_url, feed, registry = served
+    routed: list[int] = []
+    block = LowLatencyOrigin._block
+
+    async def counted(self: LowLatencyOrigin, *args: Any) -> Any:
+        routed.append(1)
+        return await block(self, *args)
+
+    monkeypatch.setattr(LowLatencyOrigin, "_block", counted)
+    feed.upto((2, 1))
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        params = {"_HLS_msn": 2, "_HLS_part": 2}
+        waiters = [asyncio.create_task(client.get(URL, params=params)) for _ in range(200)]
+        await parked(registry, 200)
+        feed.part(2, 2)
+        answers = await asyncio.gather(*waiters)
+        metrics = (await client.get("/metrics")).text
+    assert {a.status_code for a in answers} == {200} and routed == []
+    line = 'onair_http_requests_total{route="/live/{channel}/{rendition}/ll.m3u8",status="200"}'
+    assert f"{line} 200.0" in metrics
+    assert registry.gauge("onair_ll_blocked_requests", "").value == 0
+
+
+async def test_a_viewer_hanging_up_while_parked_is_let_go(served: Any) -> None:
+    base_url, feed, registry = served
+    feed.upto((2, 1))
+    host, port = base_url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {URL}?_HLS_msn=2&_HLS_part=2 HTTP/1.1\r\nHost: o\r\n\r\n".encode())
+    await parked(registry, 1)
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.1)  # the server sees the hang-up
+    feed.part(2, 2)  # the wake finds it gone: nothing written, nothing raised
+    assert registry.gauge("onair_ll_blocked_requests", "").value == 0
+    answers = registry.counter("onair_ll_playlist_requests_total", "", ("outcome",))
+    assert answers.labels("blocked")._value.get() == 0, "an answer was counted for nobody"
+    async with httpx.AsyncClient(base_url=base_url) as client:  # still serving
+        assert (await client.get(URL)).status_code == 200
+
+
+async def test_a_request_pipelined_behind_a_parked_one_is_answered_after_it(
+    served: Any,
+) -> None:
+    base_url, feed, registry = served
+    feed.upto((2, 1))
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET {URL}?_HLS_msn=2&_HLS_part=2 HTTP/1.1\r\nHost: o\r\n\r\n"
+        f"GET /healthz HTTP/1.1\r\nHost: o\r\n\r\n".encode()
+    )
+    await parked(registry, 1)
+    with pytest.raises(TimeoutError):  # the second is not answered before the first
+        await asyncio.wait_for(reader.read(1), 0.3)
+    feed.part(2, 2)
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    length = int(re.search(rb"content-length: (\d+)", first).group(1))  # type: ignore[union-attr]
+    body = await reader.readexactly(length)
+    assert b"#EXT-X-PART:" in body and b"000002.2.m4s" in body
+    second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert second.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert await reader.readexactly(2) == b"ok"
+    writer.close()
