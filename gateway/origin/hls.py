@@ -369,6 +369,7 @@ class FastLane:
 
     _PASS_HEADERS = frozenset({b"range", b"if-none-match", b"if-range"})
     _MAX_HEADS = 8192  # header blocks remembered (one per object served fast)
+    _MAX_PATHS = 8192  # paths remembered with their route and key (or as not the lane's)
 
     def __init__(self, origin: HlsOrigin) -> None:
         self.cache = origin.cache
@@ -378,6 +379,7 @@ class FastLane:
             if not spec.ranges and isinstance(route, Route)
         ]
         self._heads: dict[str, tuple[str, list[tuple[bytes, bytes]], bytes]] = {}
+        self._paths: dict[str, tuple[Route, str] | None] = {}
 
     def hit(
         self, path: str, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]]
@@ -389,6 +391,21 @@ class FastLane:
             return None
         if any(name in self._PASS_HEADERS for name, _ in headers):
             return None
+        try:
+            found = self._paths[path]
+        except KeyError:
+            found = self._route(path)
+            if len(self._paths) >= self._MAX_PATHS:
+                self._paths.clear()
+            self._paths[path] = found
+        if found is None:
+            return None
+        route, key = found
+        obj = self.cache.peek(key)
+        return None if obj is None else (route, obj)
+
+    def _route(self, path: str) -> tuple[Route, str] | None:
+        """The route and the object key of a path, or None (not the fast lane's)."""
         for spec, route in self.lanes:
             match = route.path_regex.match(path)
             if match is None:
@@ -397,11 +414,9 @@ class FastLane:
             if key is None:
                 return None
             try:
-                key = check_key(key)
+                return route, check_key(key)
             except StoreError:
                 return None
-            obj = self.cache.peek(key)
-            return None if obj is None else (route, obj)
         return None
 
     def headers(self, obj: StoredObject) -> list[tuple[bytes, bytes]]:
