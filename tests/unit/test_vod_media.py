@@ -107,6 +107,8 @@ def test_the_vod_reads_the_format_the_workers_wrote(
         assert {k for k in read if k.endswith(".m4s")} == {
             f"streams/{SID}/{r}/{n:06d}.m4s" for r in ("360p30", "160p30") for n in range(7)
         }
+        inits = [k for k in read if "/init-" in k]
+        assert inits and len(inits) == len(set(inits)), "an init segment read more than once"
     else:
         assert found.segments["160p30"][3]["cmaf_key"] == ""
         assert not [k for k in read if k.endswith((".m4s", ".mp4")) and k.startswith("streams/")]

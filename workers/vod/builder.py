@@ -8,7 +8,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from workers.vod.timeline import MS_90K, SegmentSet, Timeline
 logger = logging.getLogger(__name__)
 
 VOD_CACHE_CONTROL = "public, max-age=300"  # a rebuild may rewrite a VOD's files
+MAX_INITS = 64  # init segments a builder keeps read (a stream has one or a few per rendition)
 
 
 def _ordered(
@@ -68,6 +69,7 @@ class VodBuilder:
     thumbnail_interval_s: float = THUMB_INTERVAL_S
     fetch_workers: int = 4
     mp4: bool = True
+    _inits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
     def read(self, key: str) -> bytes:
         """An object of `streams/...`: the spool's copy, else the source store's."""
@@ -77,13 +79,23 @@ class VodBuilder:
                 return local
         return (self.source or self.store).get(key).body
 
+    def read_init(self, key: str) -> bytes:
+        """An init segment, read once: every thumbnail tile and every run of a rendition
+        starts with one of a handful of them."""
+        found = self._inits.get(key)
+        if found is None:
+            if len(self._inits) >= MAX_INITS:
+                self._inits.clear()
+            found = self._inits[key] = self.read(key)
+        return found
+
     def playable(self, timeline: Timeline, rendition: str, index: int) -> tuple[bytes, str]:
         """Segment `index` as a demuxer opens it alone, and the container's name: MPEG-TS,
         or a CMAF segment after its init segment (fragmented MP4)."""
         data = self.read(timeline.segment_key(index, rendition))
         if not timeline.cmaf:
             return data, "mpegts"
-        return self.read(timeline.record(index, rendition)["init_key"]) + data, "mp4"
+        return self.read_init(timeline.record(index, rendition)["init_key"]) + data, "mp4"
 
     def _put(self, key: str, body: bytes) -> None:
         self.store.put(
@@ -119,7 +131,7 @@ class VodBuilder:
                 return _ordered(keys, self.read, pool)
 
             def init(run: range) -> bytes:  # a run has one init segment (Timeline.runs)
-                return self.read(timeline.record(run[0], rendition)["init_key"])
+                return self.read_init(timeline.record(run[0], rendition)["init_key"])
 
             if len(runs) == 1:  # the usual case: straight into ffmpeg, no temporary copy
                 remux_stream(segments(runs[0]), output, init=init(runs[0]) if cmaf else None)
