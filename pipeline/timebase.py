@@ -22,5 +22,10 @@ def ms_to_90k(value_ms: int) -> int:
     return value_ms * 90
 
 
+def bitrate_bps(size_bytes: int, duration_90k: int) -> int:
+    """The bits per second of `size_bytes` spanning `duration_90k` (a segment's, a GOP's)."""
+    return round(size_bytes * 8 * CLOCK_90K / max(1, duration_90k))
+
+
 def seconds_90k(value_90k: int) -> float:
     return value_90k / CLOCK_90K

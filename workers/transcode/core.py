@@ -21,6 +21,7 @@ from pipeline.keys import cmaf_key, cmaf_segment_name, segment_key
 from pipeline.ladder import Ladder, Rendition
 from pipeline.metrics import Registry
 from pipeline.store import ObjectStore
+from pipeline.timebase import bitrate_bps
 from schemas.records import gop_from_record
 from workers.transcode.encoder import EncodedSegment, GopEncoding, GopTranscoder
 from workers.transcode.parts import CmafPart
@@ -262,11 +263,12 @@ class RungTranscoder:
                 segment, whole, content_type=CMAF_TYPE, cache_control=SEGMENT_CACHE_CONTROL
             )
             duration_90k = sum(p.duration_90k for p in parts)
+            gop.cmaf_segment = (segment, init_key, len(whole))  # what SegmentReady names
             return {
                 "last": True,
                 "segment_key": segment,
                 "segment_duration_90k": duration_90k,
-                "bitrate_bps": len(whole) * 8 * 90_000 // max(1, duration_90k),
+                "bitrate_bps": bitrate_bps(len(whole), duration_90k),
             }
 
         def part_key(part: CmafPart) -> str:
@@ -302,24 +304,19 @@ class RungTranscoder:
         which also names the GOP's CMAF segment and init (`_flush_parts` stored them: the VOD
         reads those). Without MPEG-TS (`ts_segments` off) the CMAF segment is the segment."""
         stream_id, rendition, sequence = base["stream_id"], base["rendition"], base["sequence"]
-        cutter = gop.encoding.cutter if gop is not None else None
         cmaf: dict[str, str] = {"cmaf_key": "", "init_key": ""}
         cmaf_size = 0
-        if self.part_target_90k and gop is not None and gop.parts and cutter and cutter.init:
-            cmaf = {
-                "cmaf_key": cmaf_key(stream_id, rendition, cmaf_segment_name(sequence)),
-                "init_key": cmaf_key(stream_id, rendition, cutter.init.name),
-            }
-            cmaf_size = sum(len(p.data) for p in gop.parts)
+        if gop is not None and gop.cmaf_segment is not None:
+            cmaf["cmaf_key"], cmaf["init_key"], cmaf_size = gop.cmaf_segment
         if self.ts_segments:
             key, size = segment_key(stream_id, rendition, sequence), len(segment.data)
-            bitrate_bps = segment.bitrate_bps
+            bitrate = segment.bitrate_bps
             self.store.put(
                 key, segment.data, content_type="video/mp2t", cache_control=SEGMENT_CACHE_CONTROL
             )
         elif cmaf["cmaf_key"]:
             key, size = cmaf["cmaf_key"], cmaf_size
-            bitrate_bps = round(size * 8 * 90_000 / max(1, segment.duration_90k))
+            bitrate = bitrate_bps(size, segment.duration_90k)
         else:  # not reached: a GOP that `finish()` accepted has encoded frames, cut in parts
             raise MediaError(f"GOP {sequence}: no CMAF part to make the segment of")
         self.segments.inc()
@@ -329,7 +326,7 @@ class RungTranscoder:
             "start_pts_90k": start_pts_90k,
             "duration_90k": segment.duration_90k,
             "size_bytes": size,
-            "bitrate_bps": bitrate_bps,
+            "bitrate_bps": bitrate,
             "width": segment.width,
             "height": segment.height,
             "fps": segment.fps,
@@ -391,6 +388,7 @@ class _OpenGop:
     pdt_ms: int = 0  # wall-clock time ingest took the GOP's first frame
     parts: list[CmafPart] = field(default_factory=list)  # CMAF parts stored and announced
     unstored: list[CmafPart] = field(default_factory=list)  # cut, not stored yet
+    cmaf_segment: tuple[str, str, int] | None = None  # stored: (segment key, init key, size)
 
 
 def _span_90k(units: Any) -> int:

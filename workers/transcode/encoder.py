@@ -57,7 +57,7 @@ from pipeline.errors import MediaError
 from pipeline.gop import Gop
 from pipeline.ladder import Rendition
 from pipeline.media import CodecConfig, MediaUnit, Track
-from pipeline.timebase import CLOCK_90K, TIME_BASE_90K
+from pipeline.timebase import CLOCK_90K, TIME_BASE_90K, bitrate_bps
 from workers.transcode.parts import CmafPart, PartCutter
 
 logger = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ class _GopRun:
             width=width,
             height=height,
             fps=self.fps,
-            bitrate_bps=round(len(data) * 8 * CLOCK_90K / gop.duration_90k),
+            bitrate_bps=bitrate_bps(len(data), gop.duration_90k),
             codecs=codecs_string(first, gop.config.aac_config),
         )
 
