@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import math
 import re
@@ -107,12 +108,11 @@ async def ll_viewers(base: str, rendition: str, count: int, seconds: float) -> d
     import httpx
 
     parts_seen: set[str] = set()
-    errors = 0
+    errors: collections.Counter[str] = collections.Counter()  # by kind: a status, an exception
     limits = httpx.Limits(max_connections=count + 10)
     async with httpx.AsyncClient(base_url=base, timeout=15, limits=limits) as client:
 
         async def viewer(n: int) -> None:
-            nonlocal errors
             url = f"/live/{{channel}}/{rendition}/ll.m3u8"
             deadline = time.monotonic() + seconds
             query = ""
@@ -122,7 +122,7 @@ async def ll_viewers(base: str, rendition: str, count: int, seconds: float) -> d
                     text = response.text
                     hint = re.search(r'PRELOAD-HINT:TYPE=PART,URI="([^"]+)"', text)
                     if response.status_code != 200 or hint is None:
-                        errors += 1
+                        errors[str(response.status_code) if hint else "no hint"] += 1
                         await asyncio.sleep(0.5)
                         continue
                     uri = hint.group(1)
@@ -132,12 +132,12 @@ async def ll_viewers(base: str, rendition: str, count: int, seconds: float) -> d
                     if got.status_code == 200:
                         parts_seen.add(uri)
                     query = f"?_HLS_msn={int(msn)}&_HLS_part={int(part)}"
-                except httpx.HTTPError:
-                    errors += 1
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] += 1
                     await asyncio.sleep(0.5)
 
         await asyncio.gather(*(viewer(n) for n in range(count)))
-    return {"parts": len(parts_seen), "errors": errors}
+    return {"parts": len(parts_seen), "errors": sum(errors.values()), "kinds": dict(errors)}
 
 
 CHANNEL: list[str] = []
@@ -208,6 +208,11 @@ def main() -> int:
         print(f"{name} p50 per 10 s of frames shown: {timeline(page)}; stalls "
               f"(s after start, s waited): {stall_log(page)}; hls.js target latency at the end: "
               f"{page.get('targetLatency')} s, its latency {page.get('hlsLatency')} s")  # fmt: skip
+    join = result["pages"][0].get("join") or {}
+    jump = result["pages"][0].get("joinJump")
+    print("LL join (s; hls.js's view when playback began): " + ", ".join(
+        f"{k} {v:.2f}" if isinstance(v, float | int) else f"{k} {v}" for k, v in join.items()
+    ) + f"; the player's jump to the live sync point: {jump}")  # fmt: skip
     for wait in result["pages"][0].get("recentAtStall", []):
         print("  LL loads before a wait (ms after start, what, took ms):",
               " ".join(f"{x['t']}:{x['what']}:{x['url']}:{x['ms']}" for x in wait))  # fmt: skip
@@ -224,7 +229,7 @@ def main() -> int:
         f"origin under {args.viewers} LL viewers of 360p30 for 20 s: {load['parts']} parts, "
         f"{reads / parts:.2f} store reads per part (every object the viewers and the two "
         f"players fetched), {renders / parts:.2f} playlist renders per part (all renditions), "
-        f"{load['errors']} errors"
+        f"{load['errors']} errors {load['kinds'] or ''}"
     )
     goal = ll["p50_s"] <= 1.5 and ll["p95_s"] <= 2.0 and ll["stalls"] == 0
     print(f"goal (LL p50 <= 1.5 s, p95 <= 2.0 s, no stall; classic <= 6 s): "

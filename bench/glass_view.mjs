@@ -59,7 +59,17 @@ function watch([bitsCount, strip]) {
     waitingSince = null;
   };
   video.addEventListener("playing", () => {
-    if (glass.started === null) glass.started = Date.now();
+    if (glass.started === null) {
+      glass.started = Date.now();
+      // where the join landed: the position against hls.js's live sync point and the buffer
+      const hls = window.onairPlayer && window.onairPlayer.hls;
+      const ranges = video.buffered;
+      glass.join = { currentTime: video.currentTime,
+        liveSync: hls ? hls.liveSyncPosition : null, latency: hls ? hls.latency : null,
+        targetLatency: hls ? hls.targetLatency : null,
+        bufferStart: ranges.length ? ranges.start(0) : null,
+        bufferEnd: ranges.length ? ranges.end(ranges.length - 1) : null };
+    }
     ended();
   });
   video.addEventListener("waiting", () => {
@@ -144,6 +154,7 @@ await runCheck(options, async ({ page, result }) => {
         ...window.glass,
         ll: !!(window.onairPlayer && window.onairPlayer.config.lowLatency),
         hlsLatency: hls && hls.latency > 0 ? hls.latency : null,
+        joinJump: window.onairPlayer ? window.onairPlayer.joinJump : null,
         targetLatency: hls ? hls.targetLatency : null,
       };
     });
