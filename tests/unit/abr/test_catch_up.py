@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,17 +32,23 @@ CASES = [
 ]
 
 
-def test_catch_up_rate() -> None:
+def run_abr_js(function: str, cases: list[tuple[tuple[Any, ...], Any]]) -> list[Any]:
+    """abr.js's `function` applied in node to the arguments of every case."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
     script = (
-        f"const {{ catchUpRate }} = require({json.dumps(str(ABR_JS))});"
-        f"const cases = {json.dumps([list(args) for args, _ in CASES])};"
-        "console.log(JSON.stringify(cases.map((c) => catchUpRate(...c))));"
+        f"const {{ {function} }} = require({json.dumps(str(ABR_JS))});"
+        f"const cases = {json.dumps([list(args) for args, _ in cases])};"
+        f"console.log(JSON.stringify(cases.map((c) => {function}(...c))));"
     )
     out = subprocess.run([node, "-e", script], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == [rate for _, rate in CASES]
+    result: list[Any] = json.loads(out.stdout)
+    return result
+
+
+def test_catch_up_rate() -> None:
+    assert run_abr_js("catchUpRate", CASES) == [rate for _, rate in CASES]
 
 
 # (currentTime, liveSync, bufferStart, bufferEnd, part) → position or None
@@ -57,14 +64,5 @@ JOINS = [
 
 
 def test_join_position() -> None:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    script = (
-        f"const {{ joinPosition }} = require({json.dumps(str(ABR_JS))});"
-        f"const cases = {json.dumps([list(args) for args, _ in JOINS])};"
-        "console.log(JSON.stringify(cases.map((c) => joinPosition(...c))));"
-    )
-    out = subprocess.run([node, "-e", script], capture_output=True, text=True, check=True)
-    got = json.loads(out.stdout)
+    got = run_abr_js("joinPosition", JOINS)
     assert [None if g is None else round(g, 6) for g in got] == [want for _, want in JOINS]

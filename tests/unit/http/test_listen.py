@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from gateway.http.listen import MAX_HEAD_BYTES, Listeners, uvicorn_config
+from tests.unit.http.conftest import uvicorn_thread
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
@@ -27,22 +25,10 @@ async def hello(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     config = uvicorn_config(hello, Listeners(host="127.0.0.1", http_port=0))
     config.lifespan = "off"
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with uvicorn_thread(config) as served:
+        yield served
 
 
 def request(header_bytes: int) -> bytes:

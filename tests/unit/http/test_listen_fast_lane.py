@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 
 from gateway.http.app import create_app
 from gateway.http.listen import Listeners, uvicorn_config
 from gateway.origin.cache import CacheConfig
 from gateway.origin.hls import FastLaneAsgi, HlsOrigin
-from tests.unit.http.conftest import CountingStore
+from tests.unit.http.conftest import CountingStore, uvicorn_thread
 from tests.unit.origin.test_hls import STREAM, fill
 
 PLAYLIST = "/live/demo/720p30/index.m3u8"
@@ -56,21 +53,8 @@ def port(tmp_path: Any) -> Iterator[int]:
     store = CountingStore(tmp_path / "store")
     fill(store)
     app: Starlette = create_app(store, cache_config=CacheConfig(ttl_s=60, negative_ttl_s=60))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn_config(app, Listeners(host="127.0.0.1", http_port=0))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with uvicorn_thread(uvicorn_config(app, Listeners(host="127.0.0.1", http_port=0))) as served:
+        yield served
 
 
 def get(path: str, *extra: str, method: str = "GET", version: str = "1.1") -> bytes:
@@ -81,7 +65,7 @@ def get(path: str, *extra: str, method: str = "GET", version: str = "1.1") -> by
 def read_answers(conn: socket.socket, count: int) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
     """`count` answers: (status line, headers, body), read by their Content-Length."""
     data = b""
-    answers = []
+    answers: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
     while len(answers) < count:
         while b"\r\n\r\n" not in data:
             chunk = conn.recv(65536)
