@@ -162,7 +162,12 @@ class OriginHttpTools(BoundedHttpTools):
     _answered = False  # this request was answered (or parked) here: its message end is ours
 
     def on_headers_complete(self) -> None:
-        if self._answer():
+        try:
+            answered = self._answer()
+        except Exception:  # a bug here must not become httptools' 400: the app answers
+            logger.exception("answering %r in the listener failed; the app answers it", self.url)
+            answered = False
+        if answered:
             self._in_head, self._answered = False, True
             return
         super().on_headers_complete()
@@ -226,6 +231,7 @@ class OriginHttpTools(BoundedHttpTools):
             return False
         if answer is True:  # parked: pipelined requests queue behind it, as behind a cycle
             self.cycle = cycle  # type: ignore[assignment]
+            self._unset_keepalive_if_required()  # one armed by an answer just before it
             return True
         assert isinstance(answer, Wire)
         self._write(answer.status, answer.header_lines, answer.body)

@@ -84,7 +84,7 @@ async def setup(
 
 
 @contextlib.asynccontextmanager
-async def listener(app: Any) -> AsyncIterator[str]:
+async def listener(app: Any, keep_alive_s: float = 5) -> AsyncIterator[str]:
     """`onair http`'s HTTP/1.1 listener (uvicorn_config) on a free loopback port, in this
     test's event loop (the feed wakes the origin on it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -94,6 +94,7 @@ async def listener(app: Any) -> AsyncIterator[str]:
     sock.bind(("127.0.0.1", 0))
     config = uvicorn_config(app, Listeners(host="127.0.0.1", http_port=0))
     config.lifespan = "off"
+    config.timeout_keep_alive = keep_alive_s
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 10
@@ -301,3 +302,48 @@ async def test_a_request_pipelined_behind_a_parked_one_is_answered_after_it(
     assert second.startswith(b"HTTP/1.1 200 OK\r\n")
     assert await reader.readexactly(2) == b"ok"
     writer.close()
+
+
+async def test_a_parked_request_outlives_the_keep_alive_timeout(tmp_path: Path) -> None:
+    """An answer pipelined just before a parked request arms the idle timer: parking disarms
+    it, or the connection would be closed under the waiting viewer."""
+    store = LocalStore(tmp_path / "store")
+    registry = Registry()
+    origin = LowLatencyOrigin("unused:9092", config=CONFIG, window=30, registry=registry)
+    origin._loop = asyncio.get_running_loop()
+    app = create_app(store, extra_routes=origin.routes, registry=registry)
+    app.state.ll_origin = origin
+    feed = Feed(origin, store)
+    feed.upto((2, 1))
+    async with listener(app, keep_alive_s=0.5) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"GET {URL} HTTP/1.1\r\nHost: o\r\n\r\n"
+            f"GET {URL}?_HLS_msn=2&_HLS_part=2 HTTP/1.1\r\nHost: o\r\n\r\n".encode()
+        )
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(re.search(rb"content-length: (\d+)", first).group(1))  # type: ignore[union-attr]
+        await reader.readexactly(length)
+        await parked(registry, 1)
+        await asyncio.sleep(1.0)  # twice the idle timeout
+        feed.part(2, 2)
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert second.startswith(b"HTTP/1.1 200 OK\r\n")
+        writer.close()
+
+
+async def test_a_failure_in_the_listener_leaves_the_request_to_the_app(
+    served: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    base_url, feed, _ = served
+    feed.upto((2, 1))
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(LowLatencyOrigin, "answer_or_park", broken)
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        response = await client.get(URL, params={"_HLS_msn": 2, "_HLS_part": 1})
+    assert response.status_code == 200 and "#EXT-X-PART:" in response.text
+    assert "answering" in caplog.text and "the app answers it" in caplog.text
