@@ -165,7 +165,7 @@ class OriginHttpTools(BoundedHttpTools):
         try:
             answered = self._answer()
         except Exception:  # a bug here must not become httptools' 400: the app answers
-            logger.exception("answering %r in the listener failed; the app answers it", self.url)
+            logger.exception("answering a request in the listener failed; the app answers it")
             answered = False
         if answered:
             self._in_head, self._answered = False, True
