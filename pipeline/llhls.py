@@ -6,6 +6,7 @@ pure render of its media playlist, its delta update and the stream's master play
     rendition.add(record)                   # a PartReady: True when the playlist changed
     rendition.has(msn, part)                # is that part (or anything after it) listed?
     text = render_media(rendition, others, config, skip=False)
+    blocking_query(request_query)           # (msn, part, skip) a playlist request asks for
 
 Every complete segment is listed with its parts for the last `PART_WINDOW_TARGETS` target
 durations; the segment in progress is listed by its parts, then an `EXT-X-PRELOAD-HINT` for
@@ -18,6 +19,7 @@ rung) is dropped when the next segment begins, which then opens with a discontin
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from pipeline.timebase import CLOCK_90K
 PART_WINDOW_TARGETS = 3  # parts stay listed for this many target durations (§4.4.3.7)
 SKIP_TARGETS = 6  # CAN-SKIP-UNTIL, in target durations (§4.4.3.8: at least six)
 HOLD_BACK_PARTS = 3  # PART-HOLD-BACK, in part targets (§4.4.3.8: at least three)
+_SMALL_INT = re.compile(r"[0-9]{1,9}")  # an _HLS_msn or _HLS_part value
 VERSION = 9  # EXT-X-SKIP needs 9; EXT-X-MAP with fMP4 needs 6
 MAX_HELD = 64  # parts waiting for an earlier one; more means the earlier one never comes
 
@@ -347,3 +350,23 @@ def _average_bps(segments: Sequence[LlSegment]) -> int:
     bits = sum(s.bitrate_bps * s.duration_90k for s in segments)
     duration = sum(s.duration_90k for s in segments)
     return bits // duration if duration else 0
+
+
+def blocking_query(query: Mapping[str, str]) -> tuple[int | None, int | None, bool] | None:
+    """(`_HLS_msn`, `_HLS_part`, `_HLS_skip`) of a media playlist request (§6.2.5.2), or None
+    when they break the rules: a part without an msn, a value that is not a small integer
+    (the origin answers 400)."""
+    msn_text, part_text = query.get("_HLS_msn"), query.get("_HLS_part")
+    if (part_text is not None and msn_text is None) or not all(
+        t is None or _SMALL_INT.fullmatch(t) is not None for t in (msn_text, part_text)
+    ):
+        return None
+    msn = int(msn_text) if msn_text is not None else None
+    part = int(part_text) if part_text is not None else None
+    return msn, part, query.get("_HLS_skip") in ("YES", "v2")
+
+
+def media_cache_control(msn: int | None, target_s: float) -> str:
+    """A blocking answer names exactly what it holds (cacheable for six target durations);
+    a plain one for a second."""
+    return f"public, max-age={6 * target_s}" if msn is not None else "public, max-age=1"

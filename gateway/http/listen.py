@@ -37,7 +37,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.http.mw_metrics import RequestMetrics
 from gateway.origin.hls import FastLane
-from gateway.origin.lowlatency import LowLatencyOrigin, Parked, Wire
+from gateway.origin.lowlatency import LowLatencyOrigin
+from gateway.origin.parking import Parked, Wire
 from pipeline.errors import ConfigError, OnairError
 
 logger = logging.getLogger(__name__)

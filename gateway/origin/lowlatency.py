@@ -9,11 +9,11 @@
 Every origin follows `onair.parts` itself (a follower with no group, from a few minutes back),
 so it learns that a part exists from the event the transcode worker produced once the part
 was durable — never by polling the store — and any number of origins behind a load balancer
-wake together. A waiting request is a coroutine parked on an `asyncio.Future` of its playlist
-(no thread, no store read); when the follower lists a part, every future of the playlists it
-changed is resolved on the event loop and the waiters re-check their condition. Renders are
-cached per (playlist, stream version, skip, gzip), so N viewers blocked on one playlist are
-answered from one render.
+wake together. On the HTTP/1.1 port a waiting request is a `Parked` record (parking.py: no
+coroutine, no thread, no store read; `answer_or_park`), on the others a coroutine on an
+`asyncio.Future` of its playlist; when the follower lists a part, the parked requests of the
+playlists it changed are answered and their futures resolved, on the event loop. Renders are
+cached per (playlist, stream version, skip, gzip): N blocked viewers cost one render.
 
 Answers (draft-pantos-hls-rfc8216bis §6.2.5.2): `_HLS_part` without `_HLS_msn`, values that
 are not small integers, or an msn more than two segments past the newest listed → 400; a wait
@@ -29,7 +29,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,11 +41,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.origin.hls import CHANNEL, CORS_HEADERS, PREFLIGHT_HEADERS, RENDITION
+from gateway.origin.parking import Parked, ParkingLot, Wire, wire_of
 from pipeline.errors import CodecError
 from pipeline.llhls import (
     LlConfig,
     LlRendition,
     LlVariant,
+    blocking_query,
+    media_cache_control,
     render_master,
     render_media,
     target_duration,
@@ -62,45 +65,7 @@ M3U8 = "application/vnd.apple.mpegurl"
 LOOKBACK_S = 300  # an origin starting reads this much of onair.parts back
 MSN_AHEAD_LIMIT = 2  # an msn further than this past the newest listed is a 400
 TIMEOUT_TEXT = "the requested part did not come in time"  # the 503 after 3 target durations
-_SMALL_INT = re.compile(r"[0-9]{1,9}")
 PART_NAME = re.compile(r"([0-9]{1,12})\.([0-9]{1,3})\.m4s")
-
-
-@dataclass(frozen=True, slots=True)
-class Wire:
-    """An answer as the HTTP/1.1 listener writes it: status, header lines (each ending in
-    CRLF; the listener adds its Date and Server lines before them) and body."""
-
-    status: int
-    header_lines: bytes
-    body: bytes
-
-
-def _wire_of(response: Response) -> Wire:
-    lines = b"".join(k + b": " + v + b"\r\n" for k, v in response.raw_headers)
-    return Wire(response.status_code, lines, bytes(response.body))
-
-
-@dataclass(eq=False, slots=True)
-class Parked:
-    """A blocking reload the HTTP/1.1 listener parked (`LowLatencyOrigin.answer_or_park`):
-    `deliver` is called once with its answer, unless `gone()` says the viewer hung up."""
-
-    deliver: Callable[[Wire], None]
-    gone: Callable[[], bool]
-    stream_id: str = ""
-    msn: int = 0
-    part: int | None = None
-    skip: bool = False
-    zipped: bool = False
-    target_s: float = 0.0
-    timer: asyncio.TimerHandle | None = None
-    done: bool = False
-
-    def finish(self) -> None:
-        self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
 
 
 @dataclass
@@ -149,8 +114,7 @@ class LowLatencyOrigin:
         self._waiters: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._renders: dict[tuple[Any, ...], bytes] = {}
         self._wires: dict[tuple[Any, ...], Wire] = {}  # a render's 200 as the listener sends it
-        self._parked: dict[tuple[str, str], list[Parked]] = {}  # the listener's waiters
-        self._live: dict[tuple[str, str], int] = {}  # how many of them still wait, by playlist
+        self._lot = ParkingLot()  # the listener's parked blocking reloads
         registry = registry or Registry()
         self._lookback_ms = int(lookback_s * 1000)
         self.follower = Follower(
@@ -304,7 +268,7 @@ class LowLatencyOrigin:
             if body is None:
                 body = self._remember(key, self._render(stream, name, skip))
         self.answers.labels("skip" if skip else "blocked" if msn is not None else "plain").inc()
-        return self._playlist(request, body, key, _media_cache_control(msn, target_s))
+        return self._playlist(request, body, key, media_cache_control(msn, target_s))
 
     async def _block(
         self, channel: str, name: str, stream_id: str, msn: int, part: int | None, limit_s: float
@@ -352,7 +316,7 @@ class LowLatencyOrigin:
     def _playlist(
         self, request: Request, body: bytes, key: tuple[Any, ...], cache_control: str
     ) -> Response:
-        zipped = _accepts_gzip(request.headers.get("accept-encoding", ""))
+        zipped = "gzip" in request.headers.get("accept-encoding", "")
         body, headers = self._encoded(body, key, cache_control, zipped)
         if request.method == "HEAD":
             headers["content-length"] = str(len(body))
@@ -403,18 +367,9 @@ class LowLatencyOrigin:
                     "skip" if skip else "blocked" if msn is not None else "plain"
                 ).inc()
                 return wire
-            parked.stream_id, parked.msn, parked.part, parked.skip = (
-                stream.stream_id,
-                msn,
-                part,
-                skip,
-            )
-            parked.zipped, parked.target_s = zipped, target_s
-        loop = asyncio.get_running_loop()
-        key = (channel, name)
-        self._parked.setdefault(key, []).append(parked)
-        self._live[key] = self._live.get(key, 0) + 1
-        parked.timer = loop.call_later(3 * target_s, self._expire, key, parked)
+            parked.stream_id, parked.msn, parked.part = stream.stream_id, msn, part
+            parked.skip, parked.zipped, parked.target_s = skip, zipped, target_s
+        self._lot.park((channel, name), parked, 3 * target_s, self._timed_out)
         self.blocked.inc()
         return True
 
@@ -432,9 +387,8 @@ class LowLatencyOrigin:
         body = self._renders.get(key)
         if body is None:
             body = self._remember(key, self._render(stream, name, skip))
-        body, headers = self._encoded(body, key, _media_cache_control(msn, target_s), zipped)
-        raw = Response(body, media_type=M3U8, headers=headers).raw_headers
-        wire = Wire(200, b"".join(k + b": " + v + b"\r\n" for k, v in raw), body)
+        body, headers = self._encoded(body, key, media_cache_control(msn, target_s), zipped)
+        wire = wire_of(Response(body, media_type=M3U8, headers=headers))
         if len(self._wires) > 4096:
             self._wires.clear()
         self._wires[wire_key] = wire
@@ -443,7 +397,7 @@ class LowLatencyOrigin:
     def _answer_parked(self, key: tuple[str, str]) -> None:
         """The playlist `key` changed: answer every parked request it now satisfies (one
         render and one header block for all of them), keep the others parked."""
-        parked = self._parked.pop(key, None)
+        parked = self._lot.take(key)
         if not parked:
             return
         channel, name = key
@@ -453,8 +407,6 @@ class LowLatencyOrigin:
         with self._lock:
             stream = self.streams.get(channel)
             for one in parked:
-                if one.done:
-                    continue
                 if one.gone():  # the viewer hung up
                     one.finish()
                     self.blocked.dec()
@@ -473,11 +425,7 @@ class LowLatencyOrigin:
                         channel, stream, name, one.skip, one.msn, one.target_s, one.zipped
                     )
                 ready.append((one, wire))
-        if waiting:
-            self._parked[key] = waiting
-            self._live[key] = len(waiting)
-        else:
-            self._live.pop(key, None)
+        self._lot.keep(key, waiting)
         if ready:
             self.answers.labels("blocked").inc(sum(1 for one, _ in ready if not one.skip))
             self.answers.labels("skip").inc(sum(1 for one, _ in ready if one.skip))
@@ -486,18 +434,10 @@ class LowLatencyOrigin:
             one.finish()
             one.deliver(wire)
 
-    def _expire(self, key: tuple[str, str], parked: Parked) -> None:
-        if parked.done:
-            return
-        parked.finish()
+    def _timed_out(self, parked: Parked) -> None:
+        """Three target durations passed: the 503."""
         self.blocked.dec()
         self.answers.labels("timeout").inc()
-        live = self._live.get(key, 0) - 1
-        if live > 0:
-            self._live[key] = live
-        else:  # none of the key's requests waits any more
-            self._live.pop(key, None)
-            self._parked.pop(key, None)
         if not parked.gone():
             parked.deliver(TIMEOUT_WIRE)
 
@@ -550,29 +490,6 @@ def _valid(pattern: re.Pattern[str], value: str) -> bool:
     return pattern.fullmatch(value) is not None
 
 
-def blocking_query(query: Mapping[str, str]) -> tuple[int | None, int | None, bool] | None:
-    """(`_HLS_msn`, `_HLS_part`, `_HLS_skip`) of a media playlist request, or None when they
-    break the rules: a part without an msn, a value that is not a small integer (a 400)."""
-    msn_text, part_text = query.get("_HLS_msn"), query.get("_HLS_part")
-    if (part_text is not None and msn_text is None) or not all(
-        t is None or _valid(_SMALL_INT, t) for t in (msn_text, part_text)
-    ):
-        return None
-    msn = int(msn_text) if msn_text is not None else None
-    part = int(part_text) if part_text is not None else None
-    return msn, part, query.get("_HLS_skip") in ("YES", "v2")
-
-
-def _media_cache_control(msn: int | None, target_s: float) -> str:
-    """A blocking answer names exactly what it holds (cacheable for six target durations);
-    a plain one for a second."""
-    return f"public, max-age={6 * target_s}" if msn is not None else "public, max-age=1"
-
-
-def _accepts_gzip(accept_encoding: str) -> bool:
-    return "gzip" in accept_encoding
-
-
 def _plain(status: int, text: str, *, retry_after: int | None = None) -> Response:
     headers = {**CORS_HEADERS, "cache-control": "no-cache"}
     if retry_after is not None:
@@ -580,4 +497,4 @@ def _plain(status: int, text: str, *, retry_after: int | None = None) -> Respons
     return Response(text, status_code=status, media_type="text/plain", headers=headers)
 
 
-TIMEOUT_WIRE = _wire_of(_plain(503, TIMEOUT_TEXT, retry_after=1))
+TIMEOUT_WIRE = wire_of(_plain(503, TIMEOUT_TEXT, retry_after=1))

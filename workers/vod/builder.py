@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -70,6 +71,7 @@ class VodBuilder:
     fetch_workers: int = 4
     mp4: bool = True
     _inits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _inits_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def read(self, key: str) -> bytes:
         """An object of `streams/...`: the spool's copy, else the source store's."""
@@ -81,13 +83,15 @@ class VodBuilder:
 
     def read_init(self, key: str) -> bytes:
         """An init segment, read once: every thumbnail tile and every run of a rendition
-        starts with one of a handful of them."""
-        found = self._inits.get(key)
-        if found is None:
-            if len(self._inits) >= MAX_INITS:
-                self._inits.clear()
-            found = self._inits[key] = self.read(key)
-        return found
+        starts with one of a handful of them (the images and the MP4s are made in parallel:
+        one read at a time, they are small)."""
+        with self._inits_lock:
+            found = self._inits.get(key)
+            if found is None:
+                if len(self._inits) >= MAX_INITS:
+                    self._inits.clear()
+                found = self._inits[key] = self.read(key)
+            return found
 
     def playable(self, timeline: Timeline, rendition: str, index: int) -> tuple[bytes, str]:
         """Segment `index` as a demuxer opens it alone, and the container's name: MPEG-TS,
