@@ -209,10 +209,9 @@ def main() -> int:
               f"(s after start, s waited): {stall_log(page)}; hls.js target latency at the end: "
               f"{page.get('targetLatency')} s, its latency {page.get('hlsLatency')} s")  # fmt: skip
     join = result["pages"][0].get("join") or {}
-    jump = result["pages"][0].get("joinJump")
     print("LL join (s; hls.js's view when playback began): " + ", ".join(
         f"{k} {v:.2f}" if isinstance(v, float | int) else f"{k} {v}" for k, v in join.items()
-    ) + f"; the player's jump to the live sync point: {jump}")  # fmt: skip
+    ))  # fmt: skip
     for wait in result["pages"][0].get("recentAtStall", []):
         print("  LL loads before a wait (ms after start, what, took ms):",
               " ".join(f"{x['t']}:{x['what']}:{x['url']}:{x['ms']}" for x in wait))  # fmt: skip

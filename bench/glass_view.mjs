@@ -154,7 +154,6 @@ await runCheck(options, async ({ page, result }) => {
         ...window.glass,
         ll: !!(window.onairPlayer && window.onairPlayer.config.lowLatency),
         hlsLatency: hls && hls.latency > 0 ? hls.latency : null,
-        joinJump: window.onairPlayer ? window.onairPlayer.joinJump : null,
         targetLatency: hls ? hls.targetLatency : null,
       };
     });

@@ -10,8 +10,6 @@
 //                                   fragment that loads too slowly (for `abrController`).
 //   OnairAbr.catchUpRate(...)       the playback rate that brings a low-latency player back
 //                                   to its target latency (player.js applies it).
-//   OnairAbr.joinPosition(...)      where a low-latency player jumps to in its first
-//                                   seconds, when its buffer holds it (player.js seeks).
 (function (root, factory) {
   "use strict";
   var api = factory();
@@ -540,31 +538,9 @@
     return Math.round(rate * 100) / 100;
   }
 
-  // The join: hls.js seeks to its live sync point when it asks for the first part, then loads
-  // that segment's parts from the keyframe up; by the time playback begins the sync point has
-  // moved on (bench.glass: 0.45-0.8 s, so 1.05-1.67 s behind a 0.6 s target, and ~10 s of
-  // catch-up before the latency settled). Once the buffer holds the sync point of now, go
-  // there (player.js tries for the first two target durations of playback): one jump in the
-  // first seconds, not ten seconds at up to 1.2x. At least JOIN_BUFFER_PARTS stay
-  // buffered ahead of the new position; a jump of less than a part is not worth a seek.
-  var JOIN_BUFFER_PARTS = 3; // as many as the catch-up keeps (CATCH_UP_BUFFER_PARTS)
-
-  function joinPosition(currentTime, liveSyncS, bufferStartS, bufferEndS, partS) {
-    if (!(partS > 0 && typeof liveSyncS === "number" && isFinite(liveSyncS) &&
-        bufferEndS > bufferStartS)) {
-      return null;
-    }
-    var position = Math.min(liveSyncS, bufferEndS - JOIN_BUFFER_PARTS * partS);
-    if (position < bufferStartS || position < currentTime + partS) {
-      return null;
-    }
-    return position;
-  }
-
   return {
     LiveAbrController: LiveAbrController,
     hlsAbrController: hlsAbrController,
     catchUpRate: catchUpRate,
-    joinPosition: joinPosition,
   };
 });

@@ -4,10 +4,10 @@
 // controller (abr.js); `?abr=hlsjs` keeps hls.js's default for comparison. `?stats=1` (or
 // the Stats button) shows the rung, bandwidth estimate, buffer and latency. When the page's
 // config says `lowLatency`, hls.js plays the LL-HLS playlists in low-latency mode (blocking
-// reloads, parts, preload hints), jumps to hls.js's live sync point once the buffer holds it
-// in its first seconds of playback (abr.js joinPosition), and catches up by playing up to 20 % faster while it is
-// behind hls.js's target latency, keeping three parts buffered (abr.js catchUpRate; hls.js's
-// own catch-up needs more than a second buffered); Safari plays the same playlists natively. The LIVE badge shows the current latency.
+// reloads, parts, preload hints) and the page catches up by playing up to 20 % faster while
+// it is behind hls.js's target latency, keeping three parts buffered (abr.js catchUpRate;
+// hls.js's own catch-up needs more than a second buffered); Safari plays the same playlists
+// natively. The LIVE badge shows the current latency.
 (function () {
   "use strict";
 
@@ -34,7 +34,6 @@
     atLiveEdge: false,
     abr: abrMode, // "onair" | "hlsjs"
     stats: null, // {abr, level, levelName, bandwidthBps, bufferS, latencyS, targetLatencyS}
-    joinJump: null, // LL: {fromS, toS, liveSyncS} of the jump to the live sync point, if any
   };
   window.onairPlayer = state;
 
@@ -160,43 +159,6 @@
     }
   }
   video.addEventListener("timeupdate", catchUp);
-
-  // Low latency: in the first two target durations of playback, jump to hls.js's live sync
-  // point of now as soon as the buffer holds it (abr.js joinPosition), rather than staying
-  // where it was when hls.js asked for the first segment's first part (up to a segment
-  // behind, with the past parts still loading) and catching up for seconds.
-  var join = null; // {untilMs}: when joining ends; "done" after a jump or past it
-  function joinLive() {
-    var hls = state.hls;
-    var details = hls && hls.latestLevelDetails;
-    if (join === "done" || !config.lowLatency || !hls || !window.OnairAbr || !details ||
-        !details.live || video.paused || video.seeking) {
-      return;
-    }
-    if (join === null) {
-      join = { untilMs: Date.now() + 2000 * (details.targetduration || 2) };
-    }
-    if (Date.now() > join.untilMs) {
-      join = "done";
-      return;
-    }
-    var ranges = video.buffered;
-    for (var i = 0; i < ranges.length; i++) {
-      if (ranges.start(i) <= video.currentTime + 0.1 && video.currentTime < ranges.end(i)) {
-        var position = window.OnairAbr.joinPosition(video.currentTime, hls.liveSyncPosition,
-          ranges.start(i), ranges.end(i), details.partTarget || 0);
-        if (position !== null) {
-          join = "done";
-          state.joinJump = { fromS: video.currentTime, toS: position,
-            liveSyncS: hls.liveSyncPosition };
-          video.currentTime = position;
-        }
-        return;
-      }
-    }
-  }
-  video.addEventListener("playing", joinLive);
-  video.addEventListener("timeupdate", joinLive);
   setInterval(updateLiveEdge, 1000);
 
   function play() {
@@ -302,7 +264,6 @@
   function startHls() {
     var hls = new window.Hls(hlsConfig());
     state.hls = hls;
-    join = null;
     state.mode = "hls.js";
     var Events = window.Hls.Events;
     var ErrorTypes = window.Hls.ErrorTypes;

@@ -1,8 +1,6 @@
 """The low-latency player's catch-up (gateway/http/static/abr.js `catchUpRate`, run in node):
 behind its target latency it plays faster, never faster than 1.2x, never while fewer than three
-parts are buffered, and not at all on target or when the viewer is far behind on purpose. Its
-join (`joinPosition`): in its first seconds it jumps to the live sync point of now if the
-buffer holds it with three parts to spare, and not for less than a part."""
+parts are buffered, and not at all on target or when the viewer is far behind on purpose."""
 
 from __future__ import annotations
 
@@ -49,20 +47,3 @@ def run_abr_js(function: str, cases: list[tuple[tuple[Any, ...], Any]]) -> list[
 
 def test_catch_up_rate() -> None:
     assert run_abr_js("catchUpRate", CASES) == [rate for _, rate in CASES]
-
-
-# (currentTime, liveSync, bufferStart, bufferEnd, part) → position or None
-JOINS = [
-    ((9.08, 9.53, 8.06, 10.26, PART), 9.53),  # bench.glass's join: 0.45 s behind, buffered
-    ((9.08, 9.93, 8.06, 10.06, PART), 9.46),  # the sync point too near the buffer's end
-    ((9.08, 9.20, 8.06, 10.06, PART), None),  # less than a part behind: no seek
-    ((9.08, 9.53, 8.06, 9.50, PART), None),  # nothing buffered to jump to
-    ((9.08, 9.53, 9.60, 10.06, PART), None),  # the sync point before the buffer (a gap)
-    ((9.08, 9.53, 8.06, 10.06, 0.0), None),  # no parts: not low latency
-    ((9.08, None, 8.06, 10.06, PART), None),  # hls.js has no sync point yet
-]
-
-
-def test_join_position() -> None:
-    got = run_abr_js("joinPosition", JOINS)
-    assert [None if g is None else round(g, 6) for g in got] == [want for _, want in JOINS]
