@@ -2,7 +2,8 @@
 
     :8080  HTTP/1.1        uvicorn on uvloop + httptools (the small-object throughput that
                            LL-HLS's blocking playlist reloads need; README "Benchmarks"); the
-                           origin's cache hits answered in its protocol, before ASGI
+                           origin's cache hits and LL playlists answered in its protocol,
+                           before ASGI, blocking reloads parked (`OriginHttpTools`)
     :8081  h2c + HTTP/1.1  hypercorn: HTTP/2 in clear text, by prior knowledge or Upgrade (what
                            a CDN or a load balancer speaks to its origins)
     :8443  h2 + HTTP/1.1   hypercorn over TLS, ALPN `h2`, `http/1.1`; only when a certificate
@@ -96,8 +97,9 @@ def serve(app: ASGIApp, listeners: Listeners) -> None:
 
 
 def uvicorn_config(app: ASGIApp, listeners: Listeners) -> uvicorn.Config:
-    """uvicorn as `onair http` runs it; given the gateway's app (its `state.fast_lane`), the
-    listener answers the origin's cache hits itself (`OriginHttpTools`)."""
+    """uvicorn as `onair http` runs it; given the gateway's app (its `state.fast_lane`, and
+    `state.ll_origin` when it serves LL-HLS), the listener answers the origin's cache hits
+    and LL playlists itself (`OriginHttpTools`)."""
     state = getattr(app, "state", None)
     protocol: type[HttpToolsProtocol] = BoundedHttpTools
     if state is not None and isinstance(getattr(state, "fast_lane", None), FastLane):
