@@ -220,17 +220,24 @@ async def test_the_master_lists_every_rendition_once_each_has_a_segment(setup: A
     assert sorted(p.uri for p in master.playlists) == ["160p30/ll.m3u8", "360p30/ll.m3u8"]
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Feed, Registry]]:
-    """The listener alone (its own tests below): the base URL, the feed, the registry."""
+def listened_app(tmp_path: Path) -> tuple[Any, Feed, Registry]:
+    """The gateway app with an LL origin as `onair http` builds it, its feed and registry
+    (on the running loop)."""
     store = LocalStore(tmp_path / "store")
     registry = Registry()
     origin = LowLatencyOrigin("unused:9092", config=CONFIG, window=30, registry=registry)
     origin._loop = asyncio.get_running_loop()
     app = create_app(store, extra_routes=origin.routes, registry=registry)
     app.state.ll_origin = origin
+    return app, Feed(origin, store), registry
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[str, Feed, Registry]]:
+    """The listener alone (its own tests below): the base URL, the feed, the registry."""
+    app, feed, registry = listened_app(tmp_path)
     async with listener(app) as base_url:
-        yield base_url, Feed(origin, store), registry
+        yield base_url, feed, registry
 
 
 async def test_the_listener_parks_blocking_reloads_in_the_origin_not_the_app(
@@ -307,13 +314,7 @@ async def test_a_request_pipelined_behind_a_parked_one_is_answered_after_it(
 async def test_a_parked_request_outlives_the_keep_alive_timeout(tmp_path: Path) -> None:
     """An answer pipelined just before a parked request arms the idle timer: parking disarms
     it, or the connection would be closed under the waiting viewer."""
-    store = LocalStore(tmp_path / "store")
-    registry = Registry()
-    origin = LowLatencyOrigin("unused:9092", config=CONFIG, window=30, registry=registry)
-    origin._loop = asyncio.get_running_loop()
-    app = create_app(store, extra_routes=origin.routes, registry=registry)
-    app.state.ll_origin = origin
-    feed = Feed(origin, store)
+    app, feed, registry = listened_app(tmp_path)
     feed.upto((2, 1))
     async with listener(app, keep_alive_s=0.5) as base_url:
         host, port = base_url.removeprefix("http://").split(":")
