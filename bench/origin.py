@@ -20,7 +20,11 @@ One run:
   reload for the next part (`_HLS_msn`/`_HLS_part`); once the origin counts them all parked,
   the part is written to the store and its PartReady produced on the real broker, as a
   transcode worker does. Wake-up delay = when a viewer has its whole answer minus just before
-  the record was produced: p50, p99, max, and the playlist renders it cost.
+  the record was produced: p50, p99, max, and the playlist renders it cost. Then the same
+  viewers against a reference (Go, bench/origin_parked.go) that parks them and, when told,
+  writes onair's answer to each in one loop and does nothing else: what 10,000 answers cost
+  on this machine at the least, timed from just before it is told (and its writes alone, as
+  it timed them); onair's p99 / the reference's.
 
 Goal (issue 10): playlists ≥ 0.3 x nginx (≥ 15,000 req/s), segments ≥ 1.0 x nginx, blocked
 wake-up p99 ≤ 50 ms. Each server and wrk share the machine's cores: the load average is
@@ -40,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -53,6 +58,7 @@ from tests.llfeed import PartFeed
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKERS = Path(__file__).with_name("origin_blockers.go")
+PARKED = Path(__file__).with_name("origin_parked.go")
 RENDITION = "720p30"
 IMMUTABLE = "public, max-age=31536000, immutable"
 GOAL = {"playlist": 0.3, "segment": 1.0}
@@ -185,16 +191,47 @@ def metric(text: str, name: str) -> float:
     return total
 
 
-def build_blockers(work: Path) -> Path:
-    binary = work / "origin-blockers"
+def build_go(work: Path, source: Path) -> Path:
+    binary = work / source.stem
     env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(ROOT / ".cache" / "go-build")}
-    subprocess.run(["go", "build", "-o", str(binary), str(BLOCKERS)], check=True, env=env,
+    subprocess.run(["go", "build", "-o", str(binary), str(source)], check=True, env=env,
                    cwd=work, timeout=300)  # fmt: skip
     return binary
 
 
-def blocked_wakeup(platform: Platform, feed: PartFeed, binary: Path, count: int) -> dict[str, Any]:
-    """`count` viewers parked on the next part; the part lands; how long until each has it."""
+def start_viewers(binary: Path, port: int, path: str, count: int) -> subprocess.Popen[str]:
+    """The Go viewers (bench/origin_blockers.go), returned once every request is sent."""
+    viewers = subprocess.Popen(
+        [str(binary), "-addr", f"127.0.0.1:{port}", "-n", str(count), "-path", path],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert viewers.stdout is not None
+    if viewers.stdout.readline().strip() != "ready":
+        raise RuntimeError("the blocked viewers did not start")
+    return viewers
+
+
+def wakeup_figures(viewers: subprocess.Popen[str], count: int, released_ns: int) -> dict[str, Any]:
+    """Each viewer's delay from `released_ns` to its whole answer."""
+    out, _ = viewers.communicate(timeout=120)
+    answers = json.loads(out)
+    delays = sorted((done - released_ns) / 1e6 for done in answers["done_ns"])
+    return {
+        "viewers": count,
+        "statuses": answers["statuses"],
+        "errors": answers["errors"],
+        "first_ms": delays[0] if delays else math_nan(),
+        "p50_ms": percentile(delays, 50),
+        "p99_ms": percentile(delays, 99),
+        "max_ms": delays[-1] if delays else math_nan(),
+    }
+
+
+def blocked_wakeup(
+    platform: Platform, feed: PartFeed, binary: Path, count: int
+) -> tuple[dict[str, Any], bytes, str]:
+    """`count` viewers parked on the next part; the part lands; how long until each has it.
+    Also returns the answer's body and Content-Encoding, for the reference."""
     feed.publish_upto((3, 0))
     playlist = f"/live/{feed.channel}/{RENDITION}/ll.m3u8"
     deadline = time.monotonic() + 30
@@ -203,15 +240,9 @@ def blocked_wakeup(platform: Platform, feed: PartFeed, binary: Path, count: int)
             raise TimeoutError("the LL origin never listed the bench's parts")
         time.sleep(0.1)
     before = platform.get("/metrics").decode()
-    viewers = subprocess.Popen(
-        [str(binary), "-addr", f"127.0.0.1:{platform.http_port}", "-n", str(count),
-         "-path", f"{playlist}?_HLS_msn=3&_HLS_part=1"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert viewers.stdout is not None
+    target = f"{playlist}?_HLS_msn=3&_HLS_part=1"
     started = time.monotonic()
-    if viewers.stdout.readline().strip() != "ready":
-        raise RuntimeError("the blocked viewers did not start")
+    viewers = start_viewers(binary, platform.http_port, target, count)
     parked = 0.0
     while parked < count and time.monotonic() - started < 10:
         parked = metric(platform.get("/metrics").decode(), "onair_ll_blocked_requests")
@@ -221,23 +252,50 @@ def blocked_wakeup(platform: Platform, feed: PartFeed, binary: Path, count: int)
     produced_ns = time.time_ns()
     feed.announce(record)
     feed.flush()
-    out, _ = viewers.communicate(timeout=120)
-    answers = json.loads(out)
+    figures = wakeup_figures(viewers, count, produced_ns)
     after = platform.get("/metrics").decode()
-    delays = sorted((done - produced_ns) / 1e6 for done in answers["done_ns"])
-    return {
-        "viewers": count,
-        "parked": int(parked),
-        "parked_after_s": parked_after_s,
-        "statuses": answers["statuses"],
-        "errors": answers["errors"],
-        "first_ms": delays[0] if delays else math_nan(),
-        "p50_ms": percentile(delays, 50),
-        "p99_ms": percentile(delays, 99),
-        "max_ms": delays[-1] if delays else math_nan(),
-        "renders": metric(after, "onair_ll_playlist_renders_total")
-        - metric(before, "onair_ll_playlist_renders_total"),
-    }
+    figures["parked"] = int(parked)
+    figures["parked_after_s"] = parked_after_s
+    figures["renders"] = metric(after, "onair_ll_playlist_renders_total") - metric(
+        before, "onair_ll_playlist_renders_total"
+    )
+    request = urllib.request.Request(platform.url(target), headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body: bytes = response.read()
+        encoding = response.headers.get("Content-Encoding") or ""
+    return figures, body, encoding
+
+
+def blocked_reference(
+    work: Path, server: Path, viewers_binary: Path, count: int, body: bytes, encoding: str
+) -> dict[str, Any]:
+    """The same viewers against bench/origin_parked.go: the same answer written to every
+    parked connection, in one loop, by a Go server that does nothing else, when told."""
+    answer = work / "parked-answer"
+    answer.write_bytes(body)
+    port = free_port()
+    parked = subprocess.Popen(
+        [str(server), "-addr", f"127.0.0.1:{port}", "-n", str(count), "-body", str(answer),
+         "-encoding", encoding],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert parked.stdin is not None and parked.stdout is not None
+    try:
+        if parked.stdout.readline().strip() != "listening":
+            raise RuntimeError("the reference server did not start")
+        viewers = start_viewers(viewers_binary, port, "/", count)
+        if parked.stdout.readline().strip() != "parked":
+            raise RuntimeError("the reference server did not park every viewer")
+        released_ns = time.time_ns()
+        parked.stdin.write("go\n")
+        parked.stdin.flush()
+        figures = wakeup_figures(viewers, count, released_ns)
+        wrote = parked.stdout.readline().split()  # "wrote N in D"
+        figures["writes_ms"] = float(wrote[3]) if len(wrote) == 4 else math_nan()
+        return figures
+    finally:
+        parked.stdin.close()
+        parked.wait(10)
 
 
 def math_nan() -> float:
@@ -270,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     platform = Platform(work, ONAIR_STORAGE_URL=str(store_dir), ONAIR_SEGMENT_TARGET_S="4")
     channel, stream_id = f"origin_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     objects = Objects(store, channel, stream_id)
-    binary = build_blockers(work)
+    viewers_binary, parked_binary = build_go(work, BLOCKERS), build_go(work, PARKED)
     nginx_port, nginx_h2c_port = free_port(), free_port()
     nginx = start_nginx(work, store_dir, nginx_port, nginx_h2c_port)
     print(describe(), flush=True)
@@ -327,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         h2_ratio = onair_h2 / nginx_h2 if nginx_h2 else float("nan")
         print(f"  {'playlist h2c':<12} {onair_h2:>9.0f} {nginx_h2:>9.0f} {h2_ratio:>7.2f}  "
               f"(h2load -c{args.connections} -m10; onair's h2c port: hypercorn)")  # fmt: skip
-        wake = blocked_wakeup(platform, feed, binary, args.blocked)
+        wake, body, encoding = blocked_wakeup(platform, feed, viewers_binary, args.blocked)
         print(
             f"{wake['viewers']} viewers blocked on the next part ({wake['parked']} parked after "
             f"{wake['parked_after_s']:.1f} s): answers {wake['statuses']}; wake-up (record "
@@ -337,6 +395,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         if wake["errors"]:
             print(f"  client errors: {wake['errors'][:5]}")
+        floor = blocked_reference(work, parked_binary, viewers_binary, args.blocked, body, encoding)
+        print(
+            f"  reference (bench/origin_parked.go: Go, only writes the same {len(body)}-byte "
+            f"answer to every parked viewer, in one loop, when told): answers "
+            f"{floor['statuses']}; first {floor['first_ms']:.0f} ms, p50 "
+            f"{floor['p50_ms']:.0f} ms, p99 {floor['p99_ms']:.0f} ms, max "
+            f"{floor['max_ms']:.0f} ms; its {args.blocked} writes alone took "
+            f"{floor['writes_ms']:.0f} ms; onair's p99 {wake['p99_ms'] / floor['p99_ms']:.2f}x "
+            "the reference's"
+        )
+        if floor["errors"]:
+            print(f"  reference client errors: {floor['errors'][:5]}")
         wake_ok = wake["p99_ms"] <= 50 and wake["statuses"].get("200", 0) == args.blocked
         met &= wake_ok
         print(f"  goal p99 ≤ 50 ms, every viewer 200: {'met' if wake_ok else 'NOT met'}")
