@@ -149,10 +149,18 @@ def main() -> int:
     parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--s3", action="store_true", help="store on the S3 server, not a dir")
+    parser.add_argument(
+        "--keyframe-s",
+        type=int,
+        default=2,
+        help="the camera's keyframe interval, and ONAIR_SEGMENT_TARGET_S to match",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="onair-glass-"))
     # the store `make up` uses (a local directory); `--s3` for the S3 server instead
     env = {} if args.s3 else {"ONAIR_STORAGE_URL": str(work / "store")}
+    if args.keyframe_s != 2:
+        env["ONAIR_SEGMENT_TARGET_S"] = str(args.keyframe_s)
     platform = Platform(work, **env)
     channel = f"glass_{uuid.uuid4().hex[:6]}"
     CHANNEL.append(channel)
@@ -164,7 +172,10 @@ def main() -> int:
         platform.wait_healthy("http")
         publish_s = 2 * args.seconds + 60
         camera = Camera(
-            f"rtmp://127.0.0.1:{platform.rtmp_port}/live/{key}", publish_s, work / "camera.log"
+            f"rtmp://127.0.0.1:{platform.rtmp_port}/live/{key}",
+            publish_s,
+            work / "camera.log",
+            keyframe_s=args.keyframe_s,
         )
         camera.start()
         base = f"http://127.0.0.1:{platform.http_port}"

@@ -4,10 +4,10 @@ low-latency e2e test.
 `Camera` renders 1280x720 frames at 30 fps in real time, each carrying the wall clock's
 milliseconds (mod 2^24) as a row of 24 black/white blocks across the top (`STRIP_H` rows)
 over a scrolling pattern (real motion for the encoder), and pipes them to ffmpeg, which
-encodes them as OBS set up for low latency would (x264 veryfast, `tune=zerolatency`, 2 s
-keyframe interval, CBR 3 Mb/s, AAC 96 kb/s) and publishes them over RTMP. The time drawn is
-taken just before the frame goes to the encoder. bench/glass_view.mjs reads it back off the
-screen.
+encodes them as OBS set up for low latency would (x264 veryfast, `tune=zerolatency`, a 2 s
+keyframe interval unless told otherwise, CBR 3 Mb/s, AAC 96 kb/s) and publishes them over
+RTMP. The time drawn is taken just before the frame goes to the encoder. bench/glass_view.mjs
+reads it back off the screen.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ STRIP_H = 60  # rows of the block strip, of 720 (the viewer reads the strip's mi
 class Camera(threading.Thread):
     """Renders clock-stamped frames in real time into ffmpeg's stdin (rawvideo, yuv420p)."""
 
-    def __init__(self, rtmp_url: str, seconds: float, log: Path) -> None:
+    def __init__(self, rtmp_url: str, seconds: float, log: Path, keyframe_s: int = 2) -> None:
         super().__init__(daemon=True)
         self.seconds = seconds
+        gop = str(keyframe_s * FPS)
         args = [
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{WIDTH}x{HEIGHT}",
@@ -37,7 +38,7 @@ class Camera(threading.Thread):
             "-map", "0:v", "-map", "1:a",
             "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
             "-b:v", "3000k", "-maxrate", "3000k", "-bufsize", "3000k", "-pix_fmt", "yuv420p",
-            "-g", str(2 * FPS), "-keyint_min", str(2 * FPS), "-sc_threshold", "0",
+            "-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
             "-c:a", "aac", "-b:a", "96k", "-shortest", "-f", "flv", rtmp_url,
         ]  # fmt: skip
         self.log = log.open("wb")
