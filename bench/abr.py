@@ -39,7 +39,7 @@ from pathlib import Path
 
 from bench.abr_bola import Bola
 from bench.abr_hlsjs import HlsJsDefault
-from bench.abr_media import Media, load_media
+from bench.abr_media import Media, Rung, load_media
 from bench.abr_sim import (
     PARTS,
     SEGMENTS,
@@ -203,6 +203,11 @@ def session_of(
     return simulate(media, trace, regime, CONTROLLERS[controller], session_s)
 
 
+def part_kbps(media: Media, rung: Rung) -> float:
+    total = sum(sum(parts) for parts in rung.part_bytes)
+    return total * 8 / (len(rung.part_bytes) * media.segment_s) / 1000
+
+
 def report(
     results: dict[str, dict[str, dict[str, float]]],
     media: Media,
@@ -217,11 +222,13 @@ def report(
         "Σ|Δbitrate_Mbps|) / 2-s steps; bitrate per 2 s of media in both regimes; "
         "mean over traces",
         f"media: {media.source}",
-        "rungs, kbps nominal/average/peak on the wire: "
+        "rungs, kbps nominal/average/peak on the wire (MPEG-TS segments): "
         + ", ".join(
             f"{r.name} {r.nominal_bps // 1000}/{r.average_bps // 1000}/{r.peak_bps // 1000}"
             for r in media.rungs
         ),
+        "LL-HLS parts (CMAF), average kbps on the wire: "
+        + ", ".join(f"{r.name} {part_kbps(media, r):.0f}" for r in media.rungs),
     ]
     for name, regime_results in results.items():
         regime = REGIMES[name]

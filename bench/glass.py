@@ -10,7 +10,8 @@ Needs the services (`make services`), ffmpeg and Chromium (`make test` installs 
 - the camera: this process renders 1280x720 frames at 30 fps in real time, each carrying the
   wall clock's milliseconds (mod 2^24) as a row of 24 black/white blocks across the top over
   a moving pattern, and pipes them to ffmpeg, which encodes them as OBS would for low latency
-  (x264 veryfast, `tune=zerolatency`, 2 s keyframe interval, CBR 3 Mb/s, AAC 96 kb/s) and
+  (x264 veryfast, `tune=zerolatency`, CBR 3 Mb/s, AAC 96 kb/s, a keyframe every second:
+  OBS as the README sets it up for low latency; `--keyframe-s 2` for Twitch's 2 s) and
   publishes over RTMP. The time drawn is taken just before the frame goes to the encoder;
 - the viewer: the player page in headless Chromium (bench/glass_view.mjs), `--seconds` of
   `/watch/<channel>` (LL-HLS, hls.js in low-latency mode), then as long of
@@ -152,15 +153,14 @@ def main() -> int:
     parser.add_argument(
         "--keyframe-s",
         type=int,
-        default=2,
-        help="the camera's keyframe interval, and ONAIR_SEGMENT_TARGET_S to match",
+        default=1,
+        help="the camera's keyframe interval (OBS's Keyframe Interval; the README's advice for "
+        "low latency: 1): one GOP, one segment",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="onair-glass-"))
     # the store `make up` uses (a local directory); `--s3` for the S3 server instead
     env = {} if args.s3 else {"ONAIR_STORAGE_URL": str(work / "store")}
-    if args.keyframe_s != 2:
-        env["ONAIR_SEGMENT_TARGET_S"] = str(args.keyframe_s)
     platform = Platform(work, **env)
     channel = f"glass_{uuid.uuid4().hex[:6]}"
     CHANNEL.append(channel)
