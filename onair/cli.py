@@ -81,8 +81,10 @@ def _print_key(settings: Settings, channel: str, key: str, as_json: bool) -> Non
     print(f"channel:      {channel}")
     print(f"rtmp url:     {settings.rtmp_url}   (OBS: Server)")
     print(f"stream key:   {key}   (OBS: Stream Key; shown once, keep it secret)")
+    print("OBS output:   Keyframe Interval 1 s, x264 Tune zerolatency, CBR (low latency)")
     print(
-        f"publish with: ffmpeg -re -i INPUT -c:v libx264 -tune zerolatency -g 60 -c:a aac "
+        "publish with: ffmpeg -re -i INPUT -c:v libx264 -tune zerolatency "
+        '-force_key_frames "expr:gte(t,n_forced*1)" -c:a aac '
         f"-f flv {settings.rtmp_url}/<stream key>"
     )
     if settings.part_target_ms > 0:
