@@ -140,11 +140,18 @@ function watch([bitsCount, strip]) {
 }
 
 await runCheck(options, async ({ page, result }) => {
+  // The reader is installed in every page before its own scripts run, once its DOM is
+  // parsed: installed after `goto` returned, it could miss the first `playing` of a player
+  // that had already started (with 1 s keyframes it starts quickly), and then wait for the
+  // next one — a stall, tens of seconds later — to call that the start.
+  await page.addInitScript({
+    content: `document.addEventListener("DOMContentLoaded", () =>
+      (${watch.toString()})(${JSON.stringify([bits, stripFraction])}));`,
+  });
   // one page after the other, in the same tab: a background tab is throttled
   result.pages = [];
   for (const url of [options.url, options.url2].filter(Boolean)) {
     await page.goto(url, { waitUntil: "domcontentloaded" });
-    await page.evaluate(watch, [bits, stripFraction]);
     await page.waitForFunction(() => window.glass && window.glass.started !== null);
     await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
     const glass = await page.evaluate(() => {

@@ -2,10 +2,10 @@
 //
 //	go run bench/origin_parked.go -addr 127.0.0.1:18081 -n 10000 -body answer.bin
 //
-// An HTTP/1.1 server in Go that reads each request's head, parks it, and prints "parked" on
-// stdout once -n are parked; when a line arrives on stdin, it writes every parked connection
-// the same answer (a 200 with the -body file's bytes, gzip-encoded as onair's was) in one
-// loop, as one event loop would — no routing, no rendering, no metrics, no Kafka: only the
+// An HTTP/1.1 server in Go that reads each request's head, parks it, and prints "parked N" on
+// stdout once -n are parked (or after -wait, however many there are); when a line arrives on
+// stdin, it writes every parked connection the same answer (a 200 with the -body file's
+// bytes, gzip-encoded as onair's was) in one loop, as one event loop would — no routing, no rendering, no metrics, no Kafka: only the
 // writes that 10,000 answers cost on this machine, next to the 10,000 clients that read
 // them — and prints "wrote N in D" (D in ms). bench/origin.py times it exactly as it times
 // onair.
@@ -26,6 +26,7 @@ func main() {
 	n := flag.Int("n", 10000, "requests to park before saying so")
 	bodyPath := flag.String("body", "", "the answer's body")
 	encoding := flag.String("encoding", "gzip", "its Content-Encoding (empty: none)")
+	wait := flag.Duration("wait", 60*time.Second, "say how many are parked after this, if not all")
 	flag.Parse()
 
 	body, err := os.ReadFile(*bodyPath)
@@ -47,6 +48,13 @@ func main() {
 	fmt.Println("listening")
 	var mu sync.Mutex
 	var parked []net.Conn
+	var announce sync.Once
+	go func() { // a viewer that never arrived must not hang the bench: say what there is
+		time.Sleep(*wait)
+		mu.Lock()
+		announce.Do(func() { fmt.Println("parked", len(parked)) })
+		mu.Unlock()
+	}()
 	go func() {
 		for {
 			conn, err := listener.Accept()
@@ -68,7 +76,7 @@ func main() {
 				mu.Lock()
 				parked = append(parked, conn)
 				if len(parked) == *n {
-					fmt.Println("parked")
+					announce.Do(func() { fmt.Println("parked", len(parked)) })
 				}
 				mu.Unlock()
 			}(conn)

@@ -93,4 +93,12 @@ await runCheck(options, async ({ context, page, result, startedAt }) => {
   await page.selectOption("#quality", "-1");
   await page.waitForFunction(() => window.onairPlayer.hls.autoLevelEnabled);
   result.afterAuto = await ui();
+
+  // A pause puts the viewer behind the live edge on purpose (catch-up leaves them there);
+  // the LIVE button takes them back.
+  result.heldAtStart = await page.evaluate(() => window.onairPlayer.heldBack);
+  await page.evaluate(() => document.getElementById("video").pause());
+  result.heldAfterPause = await page.evaluate(() => window.onairPlayer.heldBack);
+  await page.click("#live-edge");
+  result.heldAfterLive = await page.evaluate(() => window.onairPlayer.heldBack);
 });

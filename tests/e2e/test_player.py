@@ -108,5 +108,10 @@ def test_browser_plays_live_stream_and_lists_qualities(gateway_url: str) -> None
     assert after["currentLevelText"] == f"{pinned['height']}p"
     assert after["autoLevelEnabled"] is False
     assert result["afterAuto"]["autoLevelEnabled"] is True
+
+    # Behind on purpose after a pause, not before it; back to live with the LIVE button.
+    assert result["heldAtStart"] is False
+    assert result["heldAfterPause"] is True
+    assert result["heldAfterLive"] is False
     assert result["failedRequests"] == []
     assert not [line for line in result["console"] if line.startswith(("pageerror", "error"))]

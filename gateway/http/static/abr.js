@@ -516,7 +516,10 @@
   // buffered. hls.js's own catch-up waits for more than 1 s of buffer, which a player held
   // back 3 parts of 0.2 s (PART-HOLD-BACK 0.6 s) never has: it stayed wherever it started,
   // ~0.6 s behind its target in bench.glass. Further behind than a target duration past the
-  // target is the viewer's own choice (paused, seeked back): left alone, as hls.js does.
+  // target is left alone when it is the viewer's own choice (`held`: paused or seeked back,
+  // which player.js sees), as hls.js does; a player that a stall left there catches up from
+  // any distance (bench.glass: one 2.4 s stall left a player 2.6 s behind its target for
+  // the rest of the run when every distance past a target duration was left alone).
   // a player joins at a segment's first part (the only one with a keyframe), up to a
   // segment behind: at 1.1x bench.glass took ~20 s to come back from that (p95 2.1 s)
   var CATCH_UP_MAX_RATE = 1.2;
@@ -526,9 +529,9 @@
   // stalled ~1.1 s at a rung switch
   var CATCH_UP_BUFFER_PARTS = 3;
 
-  function catchUpRate(latencyS, targetS, bufferS, partS, segmentS) {
+  function catchUpRate(latencyS, targetS, bufferS, partS, segmentS, held) {
     var behind = latencyS - targetS;
-    if (!(latencyS > 0 && targetS > 0 && partS > 0) || behind > targetS + segmentS) {
+    if (!(latencyS > 0 && targetS > 0 && partS > 0) || (held && behind > targetS + segmentS)) {
       return 1;
     }
     if (behind <= CATCH_UP_DEADBAND_PARTS * partS || bufferS < CATCH_UP_BUFFER_PARTS * partS) {

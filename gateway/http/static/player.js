@@ -32,6 +32,7 @@
     currentLevel: -1,
     autoLevel: true,
     atLiveEdge: false,
+    heldBack: false, // the viewer paused or seeked back: catch-up leaves them where they are
     abr: abrMode, // "onair" | "hlsjs"
     stats: null, // {abr, level, levelName, bandwidthBps, bufferS, latencyS, targetLatencyS}
   };
@@ -140,9 +141,27 @@
     if (edge !== null && edge !== undefined && isFinite(edge)) {
       video.currentTime = edge;
     }
+    state.heldBack = false;
     video.play().catch(function () {});
   });
   video.addEventListener("timeupdate", updateLiveEdge);
+
+  // Behind the live edge on purpose: a pause, or a seek backwards (hls.js itself only ever
+  // seeks forwards: to its start position, over a gap, back to live).
+  var playedTo = 0;
+  video.addEventListener("pause", function () {
+    state.heldBack = true;
+  });
+  video.addEventListener("seeking", function () {
+    if (video.currentTime < playedTo - 0.5) {
+      state.heldBack = true;
+    }
+  });
+  video.addEventListener("timeupdate", function () {
+    if (!video.seeking) {
+      playedTo = video.currentTime;
+    }
+  });
 
   // Low latency: play slightly faster while behind the target latency (abr.js catchUpRate).
   function catchUp() {
@@ -152,8 +171,13 @@
         video.paused || video.playbackRate === 0) {
       return;
     }
-    var rate = window.OnairAbr.catchUpRate(hls.latency, hls.targetLatency || 0, bufferAhead(),
-      details.partTarget || 0, details.targetduration || 0);
+    var targetS = hls.targetLatency || 0;
+    var segmentS = details.targetduration || 0;
+    if (state.heldBack && hls.latency > 0 && hls.latency - targetS <= targetS + segmentS) {
+      state.heldBack = false; // back near the live edge: a stall from here is caught up
+    }
+    var rate = window.OnairAbr.catchUpRate(hls.latency, targetS, bufferAhead(),
+      details.partTarget || 0, segmentS, state.heldBack);
     if (video.playbackRate !== rate) {
       video.playbackRate = rate;
     }
