@@ -14,10 +14,8 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import uvicorn
 
 from gateway.http.app import create_app
 from objectstore.local import LocalStore
+from tests.served import uvicorn_thread
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -208,34 +207,17 @@ class LivePublisher(threading.Thread):
             self.publish(self.published + 1)
 
 
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 @contextlib.contextmanager
 def serve_live(store: LocalStore, publisher: LivePublisher) -> Iterator[str]:
     """Serve `store` with the gateway app under uvicorn, then start the (prepared)
     publisher; yields the base URL. On exit the publisher and the server are stopped."""
-    sock = free_socket()
     config = uvicorn.Config(
         create_app(store), log_level="warning", lifespan="on", ws="none", http="h11"
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    publisher.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        publisher.stop_event.set()
-        server.should_exit = True
-        thread.join(timeout=10)
-        publisher.join(timeout=5)
-        sock.close()
+    with uvicorn_thread(config) as port:
+        publisher.start()
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            publisher.stop_event.set()
+            publisher.join(timeout=5)

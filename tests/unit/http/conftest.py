@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.types import Message
 
@@ -110,22 +106,3 @@ async def raw_get(app: Starlette, raw_target: bytes) -> tuple[int, bytes]:
     status = next(m["status"] for m in messages if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
     return int(status), body
-
-
-@contextlib.contextmanager
-def uvicorn_thread(config: uvicorn.Config) -> Iterator[int]:
-    """`config` served by uvicorn in a thread on a free loopback port: the port."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

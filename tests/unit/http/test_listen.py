@@ -12,7 +12,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from gateway.http.listen import MAX_HEAD_BYTES, Listeners, uvicorn_config
-from tests.unit.http.conftest import uvicorn_thread
+from tests.served import uvicorn_thread
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,7 +18,8 @@ from gateway.http.app import create_app
 from gateway.http.listen import Listeners, uvicorn_config
 from gateway.origin.cache import CacheConfig
 from gateway.origin.hls import FastLaneAsgi, HlsOrigin
-from tests.unit.http.conftest import CountingStore, uvicorn_thread
+from tests.served import uvicorn_thread
+from tests.unit.http.conftest import CountingStore
 from tests.unit.origin.test_hls import STREAM, fill
 
 PLAYLIST = "/live/demo/720p30/index.m3u8"
