@@ -20,7 +20,8 @@ Per controller, averaged over traces: QoE_lin = (Σ bitrate_Mbps - 4.3 x rebuffe
 - 1 x Σ|Δbitrate_Mbps|) / number of 2 s steps, with bitrate summed per 2 s of media in both
 regimes; mean nominal bitrate; rebuffer ratio (stalled / (stalled + media)); switches per
 minute of media; mean latency behind the live edge. Start-up is not rebuffering (it shows in
-latency). `--json` prints only `{regime: {controller: {qoe, bitrate_kbps, rebuffer_ratio,
+latency); the report also prints it, and the frozen ratio that counts it as stalled.
+`--json` prints only `{regime: {controller: {qoe, bitrate_kbps, rebuffer_ratio,
 switches_per_min, latency_s}}}`.
 """
 
@@ -64,6 +65,7 @@ REGIMES = {"segments": SEGMENTS, "parts": PARTS}
 REBUFFER_WEIGHT = 4.3
 SWITCH_WEIGHT = 1.0
 GOAL_QOE_GAIN = 1.15  # onair >= 1.15 x the note's mean QoE
+ISSUE_FIGURES = ("qoe", "bitrate_kbps", "rebuffer_ratio", "switches_per_min", "latency_s")
 
 
 class NoteAdapter:
@@ -239,7 +241,7 @@ def report(
         )
         lines.append(
             f"  {'controller':<10} {'QoE':>7} {'kbps':>6} {'rebuf %':>8} "
-            f"{'sw/min':>7} {'latency s':>10} {'above floor':>12}"
+            f"{'sw/min':>7} {'latency s':>10} {'start s':>8} {'frozen %':>9} {'above floor':>12}"
         )
         for controller, f in regime_results.items():
             above = f"{f['qoe'] - floor['qoe']:>12.3f}" if floor else ""
@@ -247,7 +249,8 @@ def report(
             lines.append(
                 f"  {label:<10} {f['qoe']:>7.3f} {f['bitrate_kbps']:>6.0f} "
                 f"{100 * f['rebuffer_ratio']:>8.2f} {f['switches_per_min']:>7.2f} "
-                f"{f['latency_s']:>10.2f} {above}"
+                f"{f['latency_s']:>10.2f} {f['startup_s']:>8.2f} "
+                f"{100 * f['frozen_ratio']:>9.2f} {above}"
             )
         lines.extend("  " + line for line in goal_lines(regime_results))
     lines.append("")
@@ -281,6 +284,11 @@ def goal_lines(results: dict[str, dict[str, float]]) -> list[str]:
         if controller not in ("onair", "note", FLOOR):
             checks.append((f"onair QoE above {controller}", onair["qoe"] > f["qoe"]))
     lines = [f"{'ok  ' if ok else 'MISS'} {text}" for text, ok in checks]
+    lines.append(
+        f"     start-up counted as frozen: onair {100 * onair['frozen_ratio']:.3f} % vs note "
+        f"{100 * note['frozen_ratio']:.3f} % (start-up {onair['startup_s']:.2f} s vs "
+        f"{note['startup_s']:.2f} s)"
+    )
     floor = results.get(FLOOR)
     if floor and note["qoe"] > floor["qoe"]:
         ratio = (onair["qoe"] - floor["qoe"]) / (note["qoe"] - floor["qoe"])
@@ -335,7 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if args.json:
         results = run(media, traces, regimes, controllers, args.session_s, args.jobs)
-        print(json.dumps(results, indent=2))
+        issue = {
+            regime: {c: {k: f[k] for k in ISSUE_FIGURES} for c, f in by.items()}
+            for regime, by in results.items()
+        }
+        print(json.dumps(issue, indent=2))
     else:
         results = run(media, traces, regimes, [*controllers, FLOOR], args.session_s, args.jobs)
         elapsed = time.monotonic() - started

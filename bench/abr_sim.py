@@ -219,13 +219,19 @@ class Session:
         return total / steps
 
     def figures(self) -> dict[str, float]:
+        """The issue's five figures, then two more for the report: the start-up time, and
+        the frozen ratio that counts it (the issue's rebuffer ratio does not: a slow first
+        chunk freezes nothing on screen yet, but it is time the viewer waits)."""
         minutes = self.media_s / 60.0
+        frozen_s = self.rebuffer_s + self.startup_s
         return {
             "qoe": self.qoe(),
             "bitrate_kbps": 1000.0 * self.bitrate_mbps_s / self.media_s,
             "rebuffer_ratio": self.rebuffer_s / (self.media_s + self.rebuffer_s),
             "switches_per_min": self.switches / minutes,
             "latency_s": self.latency_integral / self.watched_s if self.watched_s else 0.0,
+            "startup_s": self.startup_s,
+            "frozen_ratio": frozen_s / (self.media_s + frozen_s),
         }
 
 

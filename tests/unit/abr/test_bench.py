@@ -69,6 +69,23 @@ def test_qoe_counts_bitrate_per_two_seconds_stalls_and_switches() -> None:
     assert session.qoe() == pytest.approx((4 * 1.5 - 4.3 * 1.0 - 0.7) / 4)
 
 
+def test_the_frozen_ratio_counts_start_up_and_the_rebuffer_ratio_does_not() -> None:
+    session = Session(chunk_s=2.0, rebuffer_s=2.0, startup_s=3.0, media_s=15.0)
+    figures = session.figures()
+    assert figures["rebuffer_ratio"] == pytest.approx(2 / 17)
+    assert figures["frozen_ratio"] == pytest.approx(5 / 20)
+    assert figures["startup_s"] == 3.0
+
+
+def test_a_slow_first_chunk_is_start_up_not_rebuffering() -> None:
+    """The top rung's first segment (13.2 Mbit) takes over 13 s at 1 Mb/s: the viewer waits
+    that long for a picture, and that is start-up (latency), not a stall."""
+    trace = synthetic.trace("steady", (10, 1000))
+    top = simulate("fixed-top", trace)
+    assert top.startup_s > 13.0
+    assert top.figures()["frozen_ratio"] > top.figures()["rebuffer_ratio"]
+
+
 @pytest.mark.parametrize("controller", ["onair", "hlsjs"])
 def test_constant_1_mbps_ends_on_the_rung_below_it_without_stalling(controller: str) -> None:
     session = simulate(controller, synthetic.trace("1mbps", (60, 1000)))
