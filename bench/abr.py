@@ -34,10 +34,12 @@ import logging
 import math
 import statistics
 import sys
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+from bench import abr_clairvoyant as clairvoyant
 from bench.abr_bola import Bola
 from bench.abr_hlsjs import HlsJsDefault
 from bench.abr_media import Media, Rung, load_media
@@ -152,6 +154,7 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "onair": OnairAdapter,
 }
 FLOOR = "lowest"
+CEILING = "clairvoyant"
 REFERENCES: dict[str, ControllerFactory] = {FLOOR: Lowest}
 
 
@@ -240,14 +243,14 @@ def report(
             f"{name}: {regime.chunk_s:g} s chunks, target latency {regime.target_latency_s:g} s"
         )
         lines.append(
-            f"  {'controller':<10} {'QoE':>7} {'kbps':>6} {'rebuf %':>8} "
+            f"  {'controller':<13} {'QoE':>7} {'kbps':>6} {'rebuf %':>8} "
             f"{'sw/min':>7} {'latency s':>10} {'start s':>8} {'frozen %':>9} {'above floor':>12}"
         )
         for controller, f in regime_results.items():
             above = f"{f['qoe'] - floor['qoe']:>12.3f}" if floor else ""
-            label = f"({controller})" if controller == FLOOR else controller
+            label = f"({controller})" if controller in (FLOOR, CEILING) else controller
             lines.append(
-                f"  {label:<10} {f['qoe']:>7.3f} {f['bitrate_kbps']:>6.0f} "
+                f"  {label:<13} {f['qoe']:>7.3f} {f['bitrate_kbps']:>6.0f} "
                 f"{100 * f['rebuffer_ratio']:>8.2f} {f['switches_per_min']:>7.2f} "
                 f"{f['latency_s']:>10.2f} {f['startup_s']:>8.2f} "
                 f"{100 * f['frozen_ratio']:>9.2f} {above}"
@@ -255,9 +258,14 @@ def report(
         lines.extend("  " + line for line in goal_lines(regime_results))
     lines.append("")
     lines.append(
-        f"({FLOOR}) = always the lowest rung, not a contender: the stalls no controller avoids "
-        "when even that rung cannot be fetched in real time"
+        f"({FLOOR}) = always the lowest rung, not a contender: the stalls of the times when "
+        "even that rung cannot be fetched in real time"
     )
+    if any(CEILING in r for r in results.values()):
+        lines.append(
+            f"({CEILING}) = the best plan a search finds for each trace known in advance "
+            "(bench/abr_clairvoyant.go), replayed in the same player: no controller can beat it"
+        )
     lines.append(f"machine: {describe()}; bench took {elapsed_s:.0f} s")
     return "\n".join(lines)
 
@@ -281,7 +289,7 @@ def goal_lines(results: dict[str, dict[str, float]]) -> list[str]:
         ),
     ]
     for controller, f in results.items():
-        if controller not in ("onair", "note", FLOOR):
+        if controller not in ("onair", "note", FLOOR, CEILING):
             checks.append((f"onair QoE above {controller}", onair["qoe"] > f["qoe"]))
     lines = [f"{'ok  ' if ok else 'MISS'} {text}" for text, ok in checks]
     lines.append(
@@ -289,6 +297,20 @@ def goal_lines(results: dict[str, dict[str, float]]) -> list[str]:
         f"{100 * note['frozen_ratio']:.3f} % (start-up {onair['startup_s']:.2f} s vs "
         f"{note['startup_s']:.2f} s)"
     )
+    ceiling = results.get(CEILING)
+    if ceiling:
+        top = (ceiling["qoe"] - note["qoe"]) / abs(note["qoe"])
+        wider = (ceiling["wider_qoe"] - note["qoe"]) / abs(note["qoe"])
+        verdict = (
+            "above both: out of any controller's reach"
+            if max(top, wider) < GOAL_QOE_GAIN - 1
+            else "below the ceiling"
+        )
+        lines.append(
+            f"     ({CEILING}) {100 * top:+.1f} % over the note (a wider search: "
+            f"{100 * wider:+.1f} %): the goal's +{100 * (GOAL_QOE_GAIN - 1):.0f} % is {verdict} "
+            "on these traces"
+        )
     floor = results.get(FLOOR)
     if floor and note["qoe"] > floor["qoe"]:
         ratio = (onair["qoe"] - floor["qoe"]) / (note["qoe"] - floor["qoe"])
@@ -310,6 +332,32 @@ def scaled_lowest(media: Media, factor: float) -> Media:
     return dataclasses.replace(media, rungs=(low, *media.rungs[1:]))
 
 
+def ceiling(
+    binary: Path, media: Media, traces: list[Trace], regime: Regime, session_s: float
+) -> dict[str, float]:
+    """The clairvoyant's mean figures: its plans (the first search) replayed in the player,
+    plus `wider_qoe`, the mean QoE of a wider search's plans. A plan whose replay does not
+    score what the search computed means the Go model drifted from bench/abr_sim.py."""
+    spec = clairvoyant.job(media, regime, traces, session_s, (REBUFFER_WEIGHT, SWITCH_WEIGHT))
+    means: list[dict[str, float]] = []
+    for grid_s, beam in clairvoyant.SEARCHES:
+        found = clairvoyant.plans(binary, spec, grid_s, beam)
+        rows = []
+        for trace in traces:
+            levels, searched = found[trace.name]
+            figures = clairvoyant.replay(media, trace, regime, levels, session_s).figures()
+            if not math.isclose(figures["qoe"], searched, rel_tol=1e-9, abs_tol=1e-9):
+                raise SystemExit(
+                    f"{trace.name}: the clairvoyant's plan scores {figures['qoe']:.6f} in "
+                    f"bench/abr_sim.py, {searched:.6f} in bench/abr_clairvoyant.go"
+                )
+            rows.append(figures)
+        means.append({key: statistics.fmean(row[key] for row in rows) for key in rows[0]})
+        logger.info("clairvoyant %s, grid %g s, beam %d: QoE %.3f", regime.name, grid_s, beam,
+                    means[-1]["qoe"])  # fmt: skip
+    return {**means[0], "wider_qoe": means[-1]["qoe"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.abr", description=__doc__.split("\n")[0])
     parser.add_argument("--traces", type=Path, default=DEFAULT_TRACES)
@@ -318,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--controllers", default=",".join(CONTROLLERS))
     parser.add_argument("--jobs", type=int, default=usable_cores())
     parser.add_argument("--json", action="store_true", help="print only the JSON figures")
+    parser.add_argument(
+        "--clairvoyant",
+        action="store_true",
+        help="add the ceiling: the best plan for each trace known in advance (needs Go; minutes)",
+    )
     parser.add_argument(
         "--lowest-scale",
         type=float,
@@ -334,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if unknown:
         parser.error(f"unknown regime or controller: {', '.join(unknown)}")
+    if args.clairvoyant and args.json:
+        parser.error("--clairvoyant is a row of the report, not of the issue's --json")
     media = load_media()
     if args.lowest_scale != 1.0:
         if not 0 < args.lowest_scale <= 4:
@@ -350,6 +405,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(issue, indent=2))
     else:
         results = run(media, traces, regimes, [*controllers, FLOOR], args.session_s, args.jobs)
+        if args.clairvoyant:  # a Go search per regime, side by side
+            with tempfile.TemporaryDirectory(prefix="onair-abr-") as work:
+                binary = clairvoyant.build(Path(work))
+                with ThreadPoolExecutor(len(regimes)) as pool:
+                    ceilings = pool.map(
+                        lambda r: ceiling(binary, media, traces, REGIMES[r], args.session_s),
+                        regimes,
+                    )
+                    for name, figures in zip(regimes, ceilings, strict=True):
+                        results[name][CEILING] = figures
         elapsed = time.monotonic() - started
         print(report(results, media, args.traces, len(traces), args.session_s, elapsed))
     return 0
