@@ -1,6 +1,6 @@
 """Which ABR controller serves a live viewer best, on real mobile networks?
 
-    python -m bench.abr [--traces DIR] [--session-s 600] [--jobs N] [--json]
+    python -m bench.abr [--traces DIR] [--session-s 600] [--jobs N] [--json] [--clairvoyant]
 
 Four controllers, side by side in one run, each in the same live player model
 (`bench/abr_sim.py`), over every trace in `--traces` (default: the 86 Norway HSDPA 3G traces
@@ -23,6 +23,12 @@ minute of media; mean latency behind the live edge. Start-up is not rebuffering 
 latency); the report also prints it, and the frozen ratio that counts it as stalled.
 `--json` prints only `{regime: {controller: {qoe, bitrate_kbps, rebuffer_ratio,
 switches_per_min, latency_s}}}`.
+
+Two rows are references, not contenders: `(lowest)`, always the lowest rung (the floor), and
+with `--clairvoyant` (Go; a few minutes) the ceiling: for each trace, the best plan a search
+finds knowing the whole trace in advance (bench/abr_clairvoyant.py), replayed in the same
+player. No controller can beat a plan that knows the future, so a goal above the ceiling is
+out of reach on those traces.
 """
 
 from __future__ import annotations
@@ -344,12 +350,12 @@ def ceiling(
         found = clairvoyant.plans(binary, spec, grid_s, beam)
         rows = []
         for trace in traces:
-            levels, searched = found[trace.name]
-            figures = clairvoyant.replay(media, trace, regime, levels, session_s).figures()
-            if not math.isclose(figures["qoe"], searched, rel_tol=1e-9, abs_tol=1e-9):
+            plan = found[trace.name]
+            figures = clairvoyant.replay(media, trace, regime, plan, session_s).figures()
+            if not math.isclose(figures["qoe"], plan.qoe, rel_tol=1e-9, abs_tol=1e-9):
                 raise SystemExit(
                     f"{trace.name}: the clairvoyant's plan scores {figures['qoe']:.6f} in "
-                    f"bench/abr_sim.py, {searched:.6f} in bench/abr_clairvoyant.go"
+                    f"bench/abr_sim.py, {plan.qoe:.6f} in bench/abr_clairvoyant.go"
                 )
             rows.append(figures)
         means.append({key: statistics.fmean(row[key] for row in rows) for key in rows[0]})

@@ -6,8 +6,10 @@
 // The job (bench/abr_clairvoyant.py writes it) holds the regime, the ladder's nominal Mbps,
 // every rung's chunk sizes, the QoE weights and the traces, in bench/abr_sim.py's units and
 // with its trace arrays as they are, so the arithmetic below is bench/abr_sim.py's, float for
-// float: Player.run with a rung per chunk and nothing else (no abandoning, no waiting, no
-// bitrate test — knowing the future, none of them helps).
+// float: Player.run with a rung per chunk, and a wait before the first request (start-up is
+// not rebuffering, so a later start buys latency, and with it room before the live edge, for
+// nothing in the QoE: a controller may do it, so the search may too). Nothing else: waiting
+// later, abandoning a download, or hls.js's bitrate test never makes a chunk arrive sooner.
 //
 // Per trace, a dynamic programme over the chunks: a state is the wall time, the buffer and
 // the rung of the last chunk, with the QoE so far (bitrate earned, stalls and switches lost);
@@ -16,7 +18,8 @@
 // rung and one buffer cell, only the `beam` best are kept. Each kept state is a real sequence
 // of choices, so the result is a plan any player could follow; the search may miss a better
 // one (bench/abr.py also runs a wider beam, and prints what that finds). Prints one
-// JSON line per trace: {"trace": name, "levels": [rung of each chunk], "qoe": QoE per 2 s}.
+// JSON line per trace: {"trace": name, "wait_s": the start's wait, "levels": [rung of each
+// chunk], "qoe": QoE per 2 s}.
 // bench/abr_clairvoyant.py replays each plan in bench/abr_sim.py, which scores it.
 package main
 
@@ -46,6 +49,7 @@ type job struct {
 	First        int         `json:"first"`
 	Mbps         []float64   `json:"nominal_mbps"`
 	Sizes        [][]float64 `json:"chunk_bytes"` // [rung][chunk index mod its length]
+	StartWaits   []float64   `json:"start_waits_s"`
 	StallWeight  float64     `json:"stall_weight"`
 	SwitchWeight float64     `json:"switch_weight"`
 	Traces       []trace     `json:"traces"`
@@ -114,6 +118,7 @@ func (t *trace) timeFor(bits float64) float64 {
 type choice struct {
 	level int
 	prev  *choice
+	wait  float64 // before the first request (set on the first choice only)
 }
 
 type state struct {
@@ -177,12 +182,18 @@ func (j *job) step(t *trace, s state, index, level int) state {
 		next.value -= j.SwitchWeight * math.Abs(j.Mbps[level]-j.Mbps[s.level])
 	}
 	next.playing, next.started, next.level = true, true, level
-	next.path = &choice{level, s.path}
+	next.path = &choice{level: level, prev: s.path}
+	if s.path == nil {
+		next.path.wait = s.now - j.JoinS
+	}
 	return next
 }
 
-func (j *job) plan(t *trace, grid float64, beam int) ([]int, float64) {
-	states := []state{{now: j.JoinS, playPos: float64(j.First) * j.ChunkS, level: -1}}
+func (j *job) plan(t *trace, grid float64, beam int) ([]int, float64, float64) {
+	states := []state{}
+	for _, wait := range j.StartWaits {
+		states = append(states, state{now: j.JoinS + wait, playPos: float64(j.First) * j.ChunkS, level: -1})
+	}
 	for index := j.First; index < j.First+j.Chunks; index++ {
 		best := map[cell]state{}
 		for _, s := range states {
@@ -216,11 +227,11 @@ func (j *job) plan(t *trace, grid float64, beam int) ([]int, float64) {
 		}
 	}
 	levels := make([]int, j.Chunks)
-	c := top.path
+	c, wait := top.path, 0.0
 	for i := j.Chunks - 1; i >= 0; i-- {
-		levels[i], c = c.level, c.prev
+		levels[i], wait, c = c.level, c.wait, c.prev
 	}
-	return levels, top.value / (float64(j.Chunks) * j.ChunkS / 2)
+	return levels, wait, top.value / (float64(j.Chunks) * j.ChunkS / 2)
 }
 
 func main() {
@@ -233,8 +244,8 @@ func main() {
 	}
 	out := json.NewEncoder(os.Stdout)
 	for i := range j.Traces {
-		levels, qoe := j.plan(&j.Traces[i], *grid, *beam)
-		line := map[string]any{"trace": j.Traces[i].Name, "levels": levels, "qoe": qoe}
+		levels, wait, qoe := j.plan(&j.Traces[i], *grid, *beam)
+		line := map[string]any{"trace": j.Traces[i].Name, "wait_s": wait, "levels": levels, "qoe": qoe}
 		if err := out.Encode(line); err != nil {
 			panic(err)
 		}

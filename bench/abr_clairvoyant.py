@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.abr_media import Media
@@ -24,6 +25,7 @@ from bench.abr_sim import JOIN_S, Download, Progress, Regime, Session, Trace, Vi
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(__file__).with_suffix(".go")
 SEARCHES = ((0.1, 32), (0.1, 64))  # (grid s, beam): the plans, and a wider check of them
+START_WAITS_S = (0.0, 1.0, 2.0, 4.0, 8.0)  # waits before the first request the search tries
 
 
 def job(
@@ -47,6 +49,7 @@ def job(
             [float(media.chunk_bytes(level, i, regime.parts)) for i in range(count)]
             for level in range(len(media.rungs))
         ],
+        "start_waits_s": START_WAITS_S,
         "stall_weight": weights[0],
         "switch_weight": weights[1],
         "traces": [
@@ -74,10 +77,15 @@ def build(directory: Path) -> Path:
     return binary
 
 
-def plans(
-    binary: Path, spec: dict[str, object], grid_s: float, beam: int
-) -> dict[str, tuple[list[int], float]]:
-    """Trace name → (rung of each chunk, the QoE the search computed for it)."""
+@dataclass(frozen=True, slots=True)
+class Plan:
+    wait_s: float  # before the first request
+    levels: list[int]  # rung of each chunk
+    qoe: float  # as the search computed it
+
+
+def plans(binary: Path, spec: dict[str, object], grid_s: float, beam: int) -> dict[str, Plan]:
+    """Trace name → the best plan the search found for it."""
     done = subprocess.run(
         [str(binary), "-grid", str(grid_s), "-beam", str(beam)],
         input=json.dumps(spec),
@@ -85,18 +93,20 @@ def plans(
         text=True,
         check=True,
     )
-    out: dict[str, tuple[list[int], float]] = {}
+    out: dict[str, Plan] = {}
     for line in done.stdout.splitlines():
         row = json.loads(line)
-        out[row["trace"]] = (row["levels"], row["qoe"])
+        out[row["trace"]] = Plan(row["wait_s"], row["levels"], row["qoe"])
     return out
 
 
 class Scripted:
-    """A controller that plays a plan made in advance: the rung of each chunk, in order."""
+    """A controller that plays a plan made in advance: a wait before the first request, then
+    the rung of each chunk, in order."""
 
-    def __init__(self, levels: list[int]) -> None:
-        self.levels = iter(levels)
+    def __init__(self, plan: Plan) -> None:
+        self.levels = iter(plan.levels)
+        self.wait_s = plan.wait_s
 
     def choose(self, view: View) -> int:
         return next(self.levels)
@@ -108,7 +118,8 @@ class Scripted:
         return None
 
     def delay_s(self) -> float:
-        return 0.0
+        wait, self.wait_s = self.wait_s, 0.0
+        return wait
 
     def stalled(self) -> None:
         pass
@@ -117,7 +128,5 @@ class Scripted:
         return False
 
 
-def replay(
-    media: Media, trace: Trace, regime: Regime, levels: list[int], session_s: float
-) -> Session:
-    return simulate(media, trace, regime, lambda _m, _r: Scripted(levels), session_s)
+def replay(media: Media, trace: Trace, regime: Regime, plan: Plan, session_s: float) -> Session:
+    return simulate(media, trace, regime, lambda _m, _r: Scripted(plan), session_s)

@@ -41,16 +41,18 @@ def test_the_plan_scores_what_the_search_computed_and_nothing_beats_it(
     found = clairvoyant.plans(binary, spec, 0.1, 32)
     chunks = math.ceil(SESSION_S / regime.chunk_s)
     for trace in TRACES:
-        levels, searched = found[trace.name]
-        assert len(levels) == chunks
-        best = clairvoyant.replay(MEDIA, trace, regime, levels, SESSION_S)
-        assert best.qoe() == pytest.approx(searched, rel=1e-9, abs=1e-9)
+        plan = found[trace.name]
+        assert len(plan.levels) == chunks
+        best = clairvoyant.replay(MEDIA, trace, regime, plan, SESSION_S)
+        assert best.qoe() == pytest.approx(plan.qoe, rel=1e-9, abs=1e-9)
         rivals = {
             name: run_session(MEDIA, trace, regime, factory, SESSION_S).qoe()
             for name, factory in CONTROLLERS.items()
         }
         for level in range(len(MEDIA.rungs)):
-            fixed = clairvoyant.replay(MEDIA, trace, regime, [level] * chunks, SESSION_S)
-            rivals[f"always rung {level}"] = fixed.qoe()
+            for wait_s in (0.0, 3.0):
+                fixed = clairvoyant.Plan(wait_s, [level] * chunks, 0.0)
+                session = clairvoyant.replay(MEDIA, trace, regime, fixed, SESSION_S)
+                rivals[f"always rung {level}, {wait_s:g} s start"] = session.qoe()
         assert best.qoe() >= max(rivals.values()), (trace.name, best.qoe(), rivals)
-        assert len(set(levels)) > 1  # these traces reward switching: a plan that never does
+        assert len(set(plan.levels)) > 1  # these traces reward switching: a plan that never does
