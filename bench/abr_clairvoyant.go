@@ -11,13 +11,15 @@
 // nothing in the QoE: a controller may do it, so the search may too). Nothing else: waiting
 // later, abandoning a download, or hls.js's bitrate test never makes a chunk arrive sooner.
 //
-// Per trace, a dynamic programme over the chunks: a state is the wall time, the buffer and
+// Per trace and per start wait (the job's start_waits_s, one search each, the best plan
+// kept), a dynamic programme over the chunks: a state is the wall time, the buffer and
 // the rung of the last chunk, with the QoE so far (bitrate earned, stalls and switches lost);
 // every state is extended by every rung; states in the same cell of a `grid`-second lattice
 // of (time, buffer) at the same rung are merged, keeping the best; and of the states at one
 // rung and one buffer cell, only the `beam` best are kept. Each kept state is a real sequence
 // of choices, so the result is a plan any player could follow; the search may miss a better
-// one (bench/abr.py also runs a wider beam, and prints what that finds). Prints one
+// one (bench/abr.py also runs a wider beam, keeps each trace's best plan of both, and prints
+// what the wider one added). Prints one
 // JSON line per trace: {"trace": name, "wait_s": the start's wait, "levels": [rung of each
 // chunk], "qoe": QoE per 2 s}.
 // bench/abr_clairvoyant.py replays each plan in bench/abr_sim.py, which scores it.
@@ -118,7 +120,6 @@ func (t *trace) timeFor(bits float64) float64 {
 type choice struct {
 	level int
 	prev  *choice
-	wait  float64 // before the first request (set on the first choice only)
 }
 
 type state struct {
@@ -182,18 +183,13 @@ func (j *job) step(t *trace, s state, index, level int) state {
 		next.value -= j.SwitchWeight * math.Abs(j.Mbps[level]-j.Mbps[s.level])
 	}
 	next.playing, next.started, next.level = true, true, level
-	next.path = &choice{level: level, prev: s.path}
-	if s.path == nil {
-		next.path.wait = s.now - j.JoinS
-	}
+	next.path = &choice{level, s.path}
 	return next
 }
 
-func (j *job) plan(t *trace, grid float64, beam int) ([]int, float64, float64) {
-	states := []state{}
-	for _, wait := range j.StartWaits {
-		states = append(states, state{now: j.JoinS + wait, playPos: float64(j.First) * j.ChunkS, level: -1})
-	}
+// plan searches the rungs of a session that starts with a wait of `wait` seconds.
+func (j *job) plan(t *trace, wait, grid float64, beam int) ([]int, float64) {
+	states := []state{{now: j.JoinS + wait, playPos: float64(j.First) * j.ChunkS, level: -1}}
 	for index := j.First; index < j.First+j.Chunks; index++ {
 		best := map[cell]state{}
 		for _, s := range states {
@@ -227,11 +223,11 @@ func (j *job) plan(t *trace, grid float64, beam int) ([]int, float64, float64) {
 		}
 	}
 	levels := make([]int, j.Chunks)
-	c, wait := top.path, 0.0
+	c := top.path
 	for i := j.Chunks - 1; i >= 0; i-- {
-		levels[i], wait, c = c.level, c.wait, c.prev
+		levels[i], c = c.level, c.prev
 	}
-	return levels, wait, top.value / (float64(j.Chunks) * j.ChunkS / 2)
+	return levels, top.value / (float64(j.Chunks) * j.ChunkS / 2)
 }
 
 func main() {
@@ -244,8 +240,16 @@ func main() {
 	}
 	out := json.NewEncoder(os.Stdout)
 	for i := range j.Traces {
-		levels, wait, qoe := j.plan(&j.Traces[i], *grid, *beam)
-		line := map[string]any{"trace": j.Traces[i].Name, "wait_s": wait, "levels": levels, "qoe": qoe}
+		// one search per wait: started together, the late starts' states (as good so far,
+		// start-up costing nothing) would crowd the early ones out of the beam
+		best := map[string]any{"qoe": math.Inf(-1)}
+		for _, wait := range j.StartWaits {
+			levels, qoe := j.plan(&j.Traces[i], wait, *grid, *beam)
+			if qoe > best["qoe"].(float64) {
+				best = map[string]any{"trace": j.Traces[i].Name, "wait_s": wait, "levels": levels, "qoe": qoe}
+			}
+		}
+		line := best
 		if err := out.Encode(line); err != nil {
 			panic(err)
 		}
