@@ -202,18 +202,30 @@ func (j *job) plan(t *trace, wait, grid float64, beam int) ([]int, float64) {
 				}
 			}
 		}
-		groups := map[[2]int64][]state{}
-		for key, s := range best {
-			group := [2]int64{int64(key.level), key.buffer}
-			groups[group] = append(groups[group], s)
+		// the `beam` best of each rung and buffer cell, in an order that does not depend on
+		// the maps' (random) iteration order, so that a run repeats exactly
+		keys := make([]cell, 0, len(best))
+		for key := range best {
+			keys = append(keys, key)
 		}
-		states = states[:0]
-		for _, group := range groups {
-			if len(group) > beam {
-				sort.Slice(group, func(a, b int) bool { return group[a].value > group[b].value })
-				group = group[:beam]
+		sort.Slice(keys, func(a, b int) bool {
+			ka, kb := keys[a], keys[b]
+			if ka.level != kb.level || ka.buffer != kb.buffer {
+				return ka.level < kb.level || ka.level == kb.level && ka.buffer < kb.buffer
 			}
-			states = append(states, group...)
+			va, vb := best[ka].value, best[kb].value
+			return va > vb || va == vb && ka.now < kb.now
+		})
+		states = states[:0]
+		kept := 0
+		for i, key := range keys {
+			if i == 0 || key.level != keys[i-1].level || key.buffer != keys[i-1].buffer {
+				kept = 0
+			}
+			if kept < beam {
+				states = append(states, best[key])
+				kept++
+			}
 		}
 	}
 	top := states[0]
@@ -230,6 +242,13 @@ func (j *job) plan(t *trace, wait, grid float64, beam int) ([]int, float64) {
 	return levels, top.value / (float64(j.Chunks) * j.ChunkS / 2)
 }
 
+type result struct {
+	Trace  string  `json:"trace"`
+	WaitS  float64 `json:"wait_s"`
+	Levels []int   `json:"levels"`
+	QoE    float64 `json:"qoe"`
+}
+
 func main() {
 	grid := flag.Float64("grid", 0.1, "seconds: states this close in time and buffer are merged")
 	beam := flag.Int("beam", 32, "states kept per rung and buffer cell")
@@ -238,19 +257,21 @@ func main() {
 	if err := json.NewDecoder(bufio.NewReader(os.Stdin)).Decode(&j); err != nil {
 		panic(err)
 	}
+	if len(j.StartWaits) == 0 {
+		j.StartWaits = []float64{0}
+	}
 	out := json.NewEncoder(os.Stdout)
 	for i := range j.Traces {
 		// one search per wait: started together, the late starts' states (as good so far,
 		// start-up costing nothing) would crowd the early ones out of the beam
-		best := map[string]any{"qoe": math.Inf(-1)}
+		var best *result
 		for _, wait := range j.StartWaits {
 			levels, qoe := j.plan(&j.Traces[i], wait, *grid, *beam)
-			if qoe > best["qoe"].(float64) {
-				best = map[string]any{"trace": j.Traces[i].Name, "wait_s": wait, "levels": levels, "qoe": qoe}
+			if best == nil || qoe > best.QoE {
+				best = &result{j.Traces[i].Name, wait, levels, qoe}
 			}
 		}
-		line := best
-		if err := out.Encode(line); err != nil {
+		if err := out.Encode(best); err != nil {
 			panic(err)
 		}
 	}
