@@ -4,9 +4,10 @@ in advance.
 bench/abr_clairvoyant.go searches, per trace, the rung of every chunk that scores best in the
 player model (bench/abr_sim.py's arithmetic, redone in Go for speed); each plan is then
 replayed here, in bench/abr_sim.py itself, by `Scripted`, and scored like every controller's
-session. No causal controller can beat a plan that knows the trace, so its QoE is as much as
-any controller could reach on these traces (less whatever the search misses: the bench keeps
-each trace's best plan of a narrower and a wider search, and prints what the wider one added).
+session. No controller does better than the best plan for the trace it will meet, so the row
+is about the most any controller could reach on these traces (the search may miss a better
+plan: the bench keeps each trace's best of a narrower and a wider search, and prints what the
+wider one added).
 """
 
 from __future__ import annotations
