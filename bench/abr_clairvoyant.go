@@ -9,7 +9,9 @@
 // float: Player.run with a rung per chunk, and a wait before the first request (start-up is
 // not rebuffering, so a later start buys latency, and with it room before the live edge, for
 // nothing in the QoE: a controller may do it, so the search may too). Nothing else: waiting
-// later, abandoning a download, or hls.js's bitrate test never makes a chunk arrive sooner.
+// later, abandoning a download, or hls.js's bitrate test never makes a chunk arrive sooner
+// (unless a trace's round trip falls by more than the wait; the HSDPA traces' is 100 ms
+// throughout).
 //
 // Per trace and per start wait (the job's start_waits_s, one search each, the best plan
 // kept), a dynamic programme over the chunks: a state is the wall time, the buffer and
