@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ from pathlib import Path
 
 from bench.abr_media import Media
 from bench.abr_sim import JOIN_S, Download, Progress, Regime, Session, Trace, View, simulate
+from bench.machine import build_go
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(__file__).with_suffix(".go")
 SEARCHES = ((0.1, 32), (0.1, 64))  # (grid s, beam): the plans, and a wider check of them
 START_WAITS_S = (0.0, 4.0)  # waits before the first request the search tries, one by one
@@ -71,11 +70,7 @@ def build(directory: Path) -> Path:
     """Compile the search into `directory`; the path of the binary."""
     if shutil.which("go") is None:
         raise SystemExit("--clairvoyant needs Go (bench/abr_clairvoyant.go)")
-    binary = directory / SOURCE.stem
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(ROOT / ".cache" / "go-build")}
-    subprocess.run(["go", "build", "-o", str(binary), str(SOURCE)], check=True, env=env,
-                   cwd=binary.parent, timeout=300)  # fmt: skip
-    return binary
+    return build_go(directory, SOURCE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.machine import describe
+from bench.machine import build_go, describe
 from objectstore.local import LocalStore
 from pipeline import keys
 from pipeline.playlist import SegmentEntry, render_media_playlist
@@ -189,14 +189,6 @@ def metric(text: str, name: str) -> float:
         if line.startswith(name) and (len(line) == len(name) or line[len(name)] in " {"):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def build_go(work: Path, source: Path) -> Path:
-    binary = work / source.stem
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOCACHE": str(ROOT / ".cache" / "go-build")}
-    subprocess.run(["go", "build", "-o", str(binary), str(source)], check=True, env=env,
-                   cwd=work, timeout=300)  # fmt: skip
-    return binary
 
 
 def start_viewers(binary: Path, port: int, path: str, count: int) -> subprocess.Popen[str]:
